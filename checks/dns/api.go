@@ -56,3 +56,25 @@ func (NopObserver) Query(string, string, time.Duration) {}
 func (NopObserver) Cache(bool)                          {}
 func (NopObserver) CacheEntries(int)                    {}
 func (NopObserver) InFlight(int)                        {}
+
+// Config is the resolver's settings. The zero value of a field means its
+// default (see DefaultConfig).
+type Config struct {
+	// Servers are "host:port" addresses (IPv4 or [IPv6]:port) queried in
+	// order. Empty: the nameservers of /etc/resolv.conf.
+	Servers []string
+	// Timeout bounds one query attempt to one server.
+	Timeout time.Duration
+	// Attempts is how many times each query is tried (across servers)
+	// before it is a temporary failure.
+	Attempts int
+	// CacheSize bounds the cache in entries (LRU). Negative disables it.
+	CacheSize int
+	// MinTTL and MaxTTL clamp the TTLs of positive answers.
+	MinTTL, MaxTTL time.Duration
+	// NegativeMaxTTL caps how long NXDOMAIN/NODATA are cached (RFC 2308:
+	// the SOA's MINIMUM and TTL, whichever is smaller, then this cap).
+	NegativeMaxTTL time.Duration
+	// MaxCNAMEChain bounds how many CNAMEs are followed for one lookup.
+	MaxCNAMEChain int
+}
