@@ -180,22 +180,24 @@ func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 	}
 	ka := key{name: name, qtype: mdns.TypeA}
 	k6 := key{name: name, qtype: mdns.TypeAAAA}
-	var e4, e6 *entry
-	if e4 = r.cached(ka); e4 == nil {
-		if e6 = r.cached(k6); e6 == nil {
-			// Both missing: ask for both at once.
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				e4 = r.lookup(ctx, ka)
-			}()
-			e6 = r.lookup(ctx, k6)
-			<-done
-		} else {
-			e4 = r.lookup(ctx, ka)
-		}
-	} else if e6 = r.cached(k6); e6 == nil {
-		e6 = r.lookup(ctx, k6)
+	if err := ctx.Err(); err != nil {
+		return nil, r.dnsError(r.ctxEntry(err), host, mdns.TypeA)
+	}
+	e4, e6 := r.cached(ka), r.cached(k6)
+	switch {
+	case e4 == nil && e6 == nil:
+		// Both missing: ask for both at once.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			e4 = r.fetch(ctx, ka)
+		}()
+		e6 = r.fetch(ctx, k6)
+		<-done
+	case e4 == nil:
+		e4 = r.fetch(ctx, ka)
+	case e6 == nil:
+		e6 = r.fetch(ctx, k6)
 	}
 
 	var out []net.IPAddr
@@ -274,9 +276,7 @@ func (r *Resolver) cached(k key) *entry {
 	return nil
 }
 
-// lookup answers k from the cache or from a flight shared with every other
-// caller asking the same; it waits for the flight only as long as ctx lets
-// it. The result is never nil.
+// lookup answers k from the cache or upstream. The result is never nil.
 func (r *Resolver) lookup(ctx context.Context, k key) *entry {
 	if err := ctx.Err(); err != nil {
 		return r.ctxEntry(err)
@@ -284,6 +284,13 @@ func (r *Resolver) lookup(ctx context.Context, k key) *entry {
 	if e := r.cached(k); e != nil {
 		return e
 	}
+	return r.fetch(ctx, k)
+}
+
+// fetch answers k, after a cache miss, from a flight shared with every
+// other caller asking the same; it waits for the flight only as long as ctx
+// lets it.
+func (r *Resolver) fetch(ctx context.Context, k key) *entry {
 	fk := mdns.TypeToString[k.qtype] + " " + k.name + k.ip.String()
 	ch := r.group.DoChan(fk, func() (any, error) { return r.flight(ctx, k), nil })
 	select {
