@@ -33,7 +33,7 @@ alias      CNAME mx2
 1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa. PTR mail.example.com.
 `
 
-func startZone(t *testing.T) *dnstest.Server {
+func startZone(t testing.TB) *dnstest.Server {
 	t.Helper()
 	srv := dnstest.New(t, zone)
 	srv.SetFault("servfail.example.com", dnstest.Fault{Rcode: mdns.RcodeServerFailure})

@@ -84,7 +84,7 @@ good17      A     192.0.2.17
 6.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa. PTR v6only.example.com.
 `
 
-func startZone(t *testing.T) *dnstest.Server {
+func startZone(t testing.TB) *dnstest.Server {
 	t.Helper()
 	srv := dnstest.New(t, zone)
 	srv.SetFault("slow.example.com", dnstest.Fault{Rcode: mdns.RcodeServerFailure})
@@ -392,4 +392,32 @@ func TestAuthResult(t *testing.T) {
 			t.Errorf("AuthResult(%q) = %q, want %q", v, got, want)
 		}
 	}
+}
+
+// FuzzFromMTA: the connect hostname comes from the MTA, but it is a PTR
+// name someone else published; what FromMTA accepts goes into headers and
+// logs.
+func FuzzFromMTA(f *testing.F) {
+	for _, s := range []string{"mail.example.com", "[192.0.2.1]", "unknown", "MX.Example.COM.", "a\r\nb", "host_1.example"} {
+		f.Add(s)
+	}
+	ip := net.ParseIP("192.0.2.1")
+	f.Fuzz(func(t *testing.T, hostname string) {
+		got, ok := FromMTA(ip, hostname)
+		if !ok {
+			return
+		}
+		if got.Verdict != Pass || len(got.Confirmed) != 1 || len(got.Confirmed[0]) > 253 {
+			t.Fatalf("FromMTA(%q) = %+v", hostname, got)
+		}
+		name := got.Confirmed[0]
+		if name == "" || name == "unknown" || strings.HasSuffix(name, ".") {
+			t.Fatalf("FromMTA(%q) accepted %q", hostname, name)
+		}
+		for i := 0; i < len(name); i++ {
+			if c := name[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+				t.Fatalf("FromMTA(%q) accepted %q, which holds byte %q", hostname, name, c)
+			}
+		}
+	})
 }
