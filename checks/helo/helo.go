@@ -235,7 +235,9 @@ func Check(ctx context.Context, r dns.Lookuper, heloName string, ip net.IP, rev 
 	if res.Verdict == Resolves {
 		return res
 	}
-	if err != nil {
+	if err != nil && !familyAnswered(res.Addrs, ip) {
+		// (When the client's own family answered, the error is the other
+		// family's, which cannot hold ip: the answer is known.)
 		if temporary(ctx, err) {
 			res.Verdict = TempError
 			res.Err = fmt.Errorf("helo: lookup of %s: %w", name, err)
@@ -261,6 +263,20 @@ func Check(ctx context.Context, r dns.Lookuper, heloName string, ip net.IP, rev 
 // TempError because the iprev check failed temporarily, not because the
 // HELO name's own lookup did.
 var ErrNoConfirmedNames = errors.New("helo: the iprev check failed temporarily, no confirmed names to compare with")
+
+// familyAnswered reports whether addrs holds an address of ip's family.
+func familyAnswered(addrs []net.IP, ip net.IP) bool {
+	if ip == nil {
+		return false
+	}
+	v4 := ip.To4() != nil
+	for _, a := range addrs {
+		if (a.To4() != nil) == v4 {
+			return true
+		}
+	}
+	return false
+}
 
 func notFound(err error) bool {
 	var de *net.DNSError

@@ -222,3 +222,35 @@ func TestCheckContextDone(t *testing.T) {
 		t.Errorf("Verdict = %q (err %v), want temperror", got.Verdict, got.Err)
 	}
 }
+
+// A temporary failure of the other address family's lookup does not make
+// the result temperror.
+func TestCheckOtherFamilyFails(t *testing.T) {
+	srv := startZone(t)
+	rev := iprev.Result{Verdict: iprev.NoPTR}
+	tests := []struct {
+		name      string
+		helo      string
+		ip        string
+		aaaaFails bool // else the A lookup fails
+		want      Verdict
+	}{
+		{"IPv4 client, AAAA fails, A elsewhere", "other.example.com", "192.0.2.1", true, Mismatch},
+		{"IPv4 client, AAAA fails, A holds it", "mail.example.com", "192.0.2.1", true, Resolves},
+		{"IPv4 client, A fails", "other.example.com", "192.0.2.1", false, TempError},
+		{"IPv6 client, AAAA fails, A answered", "mail.example.com", "2001:db8::1", true, TempError},
+		{"IPv6 client, A fails, AAAA holds it", "mail.example.com", "2001:db8::1", false, Resolves},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := fakeFamilyFailure{newResolver(t, srv), map[string]bool{tc.helo: tc.aaaaFails}}
+			got := Check(context.Background(), r, tc.helo, net.ParseIP(tc.ip), rev)
+			if got.Verdict != tc.want {
+				t.Errorf("Verdict = %q (err %v), want %q", got.Verdict, got.Err, tc.want)
+			}
+			if (tc.want == TempError) != (got.Err != nil) {
+				t.Errorf("Err = %v with verdict %q", got.Err, got.Verdict)
+			}
+		})
+	}
+}

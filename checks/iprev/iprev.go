@@ -179,6 +179,12 @@ func Check(ctx context.Context, r dns.Lookuper, ip net.IP, opts Options) Result 
 			res.Confirmed = append(res.Confirmed, name)
 			continue
 		}
+		if familyAnswered(a.addrs, res.IP) {
+			// The lookup of the client's address family succeeded; an
+			// error can only be the other family's, which cannot hold
+			// the client address.
+			continue
+		}
 		switch classify(ctx, a.err) {
 		case errTemporary:
 			if tempErr == nil {
@@ -226,6 +232,20 @@ func FromMTA(ip net.IP, hostname string) (Result, bool) {
 		PTRNames:  []string{name},
 		Confirmed: []string{name},
 	}, true
+}
+
+// familyAnswered reports whether addrs holds an address of ip's family. A
+// resolver that answers A and AAAA together returns the addresses of one
+// family alongside the other's temporary error: when that one is ip's own
+// family, the error does not stand between ip and a verdict.
+func familyAnswered(addrs []net.IP, ip net.IP) bool {
+	v4 := ip.To4() != nil
+	for _, a := range addrs {
+		if (a.To4() != nil) == v4 {
+			return true
+		}
+	}
+	return false
 }
 
 // canonicalIP returns ip in its 4-byte form when it is IPv4 or

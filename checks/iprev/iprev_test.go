@@ -421,3 +421,34 @@ func FuzzFromMTA(f *testing.F) {
 		}
 	})
 }
+
+// A temporary failure of the other address family's lookup does not make
+// the result temperror: an AAAA record cannot confirm an IPv4 client.
+func TestCheckOtherFamilyFails(t *testing.T) {
+	srv := startZone(t)
+	tests := []struct {
+		name      string
+		ip        string
+		aaaaFails bool // else the A lookup fails
+		want      Verdict
+	}{
+		{"IPv4 client, AAAA fails, A elsewhere", "192.0.2.2", true, Unconfirmed},
+		{"IPv4 client, AAAA fails, A confirms", "192.0.2.1", true, Pass},
+		{"IPv4 client, A fails", "192.0.2.2", false, TempError},
+		{"IPv6 client, A fails, AAAA confirms", "2001:db8::1", false, Pass},
+		{"IPv6 client, AAAA fails", "2001:db8::1", true, TempError},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := fakeFamilyFailure{newResolver(t, srv), map[string]bool{
+				"other.example.com": tc.aaaaFails, "mail.example.com": tc.aaaaFails}}
+			got := Check(context.Background(), r, net.ParseIP(tc.ip), Options{})
+			if got.Verdict != tc.want {
+				t.Errorf("Verdict = %q (err %v), want %q", got.Verdict, got.Err, tc.want)
+			}
+			if (tc.want == TempError) != (got.Err != nil) {
+				t.Errorf("Err = %v with verdict %q", got.Err, got.Verdict)
+			}
+		})
+	}
+}
