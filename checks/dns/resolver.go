@@ -171,8 +171,10 @@ func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error)
 // temporary error are returned: the list may be incomplete, and a caller
 // that finds what it looks for in it may use it.
 func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return []net.IPAddr{{IP: net.IP(ip.AsSlice()).To16(), Zone: ip.Zone()}}, nil
+	if mayBeIP(host) {
+		if ip, err := netip.ParseAddr(host); err == nil {
+			return []net.IPAddr{{IP: net.IP(ip.AsSlice()).To16(), Zone: ip.Zone()}}, nil
+		}
 	}
 	name, ok := canonical(host)
 	if !ok {
@@ -186,14 +188,7 @@ func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 	e4, e6 := r.cached(ka), r.cached(k6)
 	switch {
 	case e4 == nil && e6 == nil:
-		// Both missing: ask for both at once.
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			e4 = r.fetch(ctx, ka)
-		}()
-		e6 = r.fetch(ctx, k6)
-		<-done
+		e4, e6 = r.fetchBoth(ctx, ka, k6)
 	case e4 == nil:
 		e4 = r.fetch(ctx, ka)
 	case e6 == nil:
@@ -233,6 +228,34 @@ func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 		return out, nil
 	}
 	return nil, mergeErrors(errA, err6)
+}
+
+// fetchBoth asks for a and b at once. It is a function of its own so that
+// the variables the goroutine shares do not escape to the heap on the
+// warm-cache path of LookupIPAddr.
+func (r *Resolver) fetchBoth(ctx context.Context, a, b key) (ea, eb *entry) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ea = r.fetch(ctx, a)
+	}()
+	eb = r.fetch(ctx, b)
+	<-done
+	return ea, eb
+}
+
+// mayBeIP spares netip.ParseAddr, whose error allocates, for host names:
+// an address literal holds a ':' or only digits and dots.
+func mayBeIP(s string) bool {
+	if strings.IndexByte(s, ':') >= 0 {
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return true
 }
 
 // mergeErrors picks the error LookupIPAddr reports when neither type gave

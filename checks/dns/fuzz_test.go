@@ -1,0 +1,145 @@
+package dns
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	mdns "github.com/miekg/dns"
+)
+
+// FuzzCanonical: whatever a client puts in HELO or MAIL FROM, a name the
+// resolver accepts is plain lower-case LDH(+_/) text that miekg/dns packs
+// and unpacks unchanged, so no escape in it is interpreted.
+func FuzzCanonical(f *testing.F) {
+	for _, s := range []string{
+		"example.com", "Example.COM.", "_spf.example.com", "a..b", ".", "",
+		"evil.example\r\nX: y", "a b", `a\046b`, `a\.b`, "caf\xc3\xa9.fr", "100%.example",
+		"a;b", `"q"`, strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 127),
+		"2.0/25.2.0.192.in-addr.arpa", "*.example.com", "-lead.example.com",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		k, ok := canonical(name)
+		if !ok {
+			return
+		}
+		if k != strings.ToLower(k) || strings.HasSuffix(k, ".") || len(k) > 253 {
+			t.Fatalf("key %q", k)
+		}
+		if strings.ContainsAny(k, "\\\"; \r\n\t()@$%") {
+			t.Fatalf("key %q holds a special byte", k)
+		}
+		m := new(mdns.Msg)
+		m.SetQuestion(k+".", mdns.TypeTXT)
+		wire, err := m.Pack()
+		if err != nil {
+			t.Fatalf("accepted %q that does not pack: %v", k, err)
+		}
+		back := new(mdns.Msg)
+		if err := back.Unpack(wire); err != nil {
+			t.Fatal(err)
+		}
+		if got := back.Question[0].Name; got != k+"." {
+			t.Fatalf("%q came back as %q", k, got)
+		}
+	})
+}
+
+// txtAnswer builds a DNS response holding one TXT record whose single
+// character-string is raw, byte for byte.
+func txtAnswer(raw []byte) []byte {
+	msg := []byte{0, 1, 0x81, 0x80, 0, 0, 0, 1, 0, 0, 0, 0} // id 1, QR RD RA, 1 answer
+	msg = append(msg, 0)                                    // owner: root
+	msg = binary.BigEndian.AppendUint16(msg, mdns.TypeTXT)
+	msg = binary.BigEndian.AppendUint16(msg, mdns.ClassINET)
+	msg = binary.BigEndian.AppendUint32(msg, 300)
+	msg = binary.BigEndian.AppendUint16(msg, uint16(1+len(raw)))
+	msg = append(msg, byte(len(raw)))
+	return append(msg, raw...)
+}
+
+// FuzzTXT: the strings LookupTXT returns are the octets on the wire, for
+// any octets (SPF records are untrusted input too).
+func FuzzTXT(f *testing.F) {
+	for _, s := range []string{"v=spf1 -all", `quote" back\slash`, "\x00\x01\xff\x80", `\065`, "\\", ""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if len(raw) > 255 {
+			raw = raw[:255]
+		}
+		m := new(mdns.Msg)
+		if err := m.Unpack(txtAnswer(raw)); err != nil {
+			t.Fatalf("unpack: %v", err)
+		}
+		e := &entry{}
+		e.fill(m.Answer, mdns.TypeTXT)
+		if len(e.strs) != 1 || e.strs[0] != string(raw) {
+			t.Fatalf("got %q, want %q", e.strs, raw)
+		}
+	})
+}
+
+// FuzzAnswer: any response a server (or an attacker racing it) sends is
+// walked without panic or unbounded work, and what comes out is usable.
+func FuzzAnswer(f *testing.F) {
+	seed := func(qtype uint16, zone ...string) {
+		m := new(mdns.Msg)
+		m.SetQuestion("a.example.", qtype)
+		m.Response = true
+		for _, z := range zone {
+			rr, err := mdns.NewRR(z)
+			if err != nil {
+				f.Fatal(err)
+			}
+			m.Answer = append(m.Answer, rr)
+		}
+		wire, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(wire)
+	}
+	seed(mdns.TypeA, "a.example. 60 IN A 192.0.2.1")
+	seed(mdns.TypeA, "a.example. 60 IN CNAME b.example.", "b.example. 30 IN A 192.0.2.1")
+	seed(mdns.TypeA, "a.example. 60 IN CNAME b.example.", "b.example. 30 IN CNAME a.example.")
+	seed(mdns.TypeTXT, `a.example. 60 IN TXT "v=spf1" " -all"`)
+	seed(mdns.TypeMX, "a.example. 60 IN MX 10 mx.example.", "a.example. 60 IN MX 0 .")
+	seed(mdns.TypePTR, `a.example. 60 IN PTR bad\032name.example.`)
+	seed(mdns.TypeAAAA, "A.EXAMPLE. 60 IN AAAA 2001:db8::1")
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		m := new(mdns.Msg)
+		if err := m.Unpack(wire); err != nil || len(m.Question) == 0 {
+			return
+		}
+		q := m.Question[0]
+		c, _, err := follow(m.Answer, q.Name, q.Qtype, 8, nil)
+		if c.hops > 8 {
+			t.Fatalf("%d hops over a budget of 8", c.hops)
+		}
+		if err != nil {
+			return
+		}
+		e := &entry{kind: kindData}
+		e.fill(c.rrs, q.Qtype)
+		for _, s := range e.strs {
+			if q.Qtype == mdns.TypePTR && !validTarget(s) {
+				t.Fatalf("PTR target %q kept", s)
+			}
+		}
+		for _, mx := range e.mx {
+			if mx.Host != "." && !validTarget(mx.Host) {
+				t.Fatalf("MX host %q kept", mx.Host)
+			}
+		}
+		for _, ip := range e.ips {
+			if len(ip) != 4 && len(ip) != 16 {
+				t.Fatalf("address %v", ip)
+			}
+		}
+		negativeTTL(m)
+		classify(m, m, nil)
+	})
+}
