@@ -128,10 +128,11 @@ func (s *Server) Close() error {
 }
 
 // AddZone adds the records of zoneText (RFC 1035 master file syntax;
-// $ORIGIN and $TTL work; relative names need an $ORIGIN). SOA records make
-// their owner a zone apex, whose SOA answers negatives beneath it.
+// $ORIGIN and $TTL work; relative names need an $ORIGIN; records without a
+// TTL get 300 s). SOA records make their owner a zone apex, whose SOA
+// answers negatives beneath it.
 func (s *Server) AddZone(zoneText string) error {
-	zp := dns.NewZoneParser(strings.NewReader(zoneText), ".", "dnstest")
+	zp := dns.NewZoneParser(strings.NewReader("$TTL 300\n"+zoneText), ".", "dnstest")
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {

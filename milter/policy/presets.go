@@ -77,14 +77,42 @@ func Preset(name string) (Table, error) {
 	return p(), nil
 }
 
+// texts are the reply texts for cells no preset refuses, used when an
+// override names only an action.
+var texts = map[Check]map[string]string{
+	Iprev: {"pass": "Reverse DNS of {ip} is verified, but refused by local policy"},
+	Helo: {
+		"match":    "HELO name {helo} refused by local policy",
+		"resolves": "HELO name {helo} is not the reverse DNS name of {ip}",
+		"literal":  "HELO address literal {helo} refused by local policy",
+	},
+	SPF: {
+		"pass":     "SPF: mail from {domain} refused by local policy",
+		"softfail": "SPF: {ip} is probably not allowed to send mail from {domain} (softfail)",
+		"neutral":  "SPF: {domain} does not say whether {ip} may send its mail (neutral)",
+		"none":     "SPF: {domain} publishes no SPF record",
+	},
+	SPFHelo: {
+		"pass":      "SPF: HELO name {helo} refused by local policy",
+		"softfail":  "SPF: {ip} is probably not allowed to use the HELO name {helo} (softfail)",
+		"neutral":   "SPF: {helo} does not say whether {ip} may use it (neutral)",
+		"none":      "SPF: HELO name {helo} publishes no SPF record",
+		"permerror": "SPF: the SPF record of HELO name {helo} is invalid",
+	},
+}
+
 // DefaultRule is the rule an override starts from when it names only an
 // action: the standard or strict preset's reply for that action if either
-// has one, else a generic reply with the RFC 7372 code for the check.
+// has one, else the preset's text with the code of the action, else a
+// text from the table above.
 func DefaultRule(check Check, result string, action Action) Rule {
 	if action != TempFail && action != Reject {
 		return Rule{Action: action}
 	}
-	text := fmt.Sprintf("%s check result %s for {ip}", check, result)
+	text := texts[check][result]
+	if text == "" {
+		text = fmt.Sprintf("%s check result %s for {ip}", check, result)
+	}
 	detail := "7.25"
 	if check == SPF || check == SPFHelo {
 		detail = "7.23"

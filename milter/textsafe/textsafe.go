@@ -63,10 +63,11 @@ func Reply(s string, max int) string {
 // not enough to flood the log.
 const MaxLog = 256
 
-// Log makes s safe for a log value: printable ASCII is kept, a backslash
-// and every other byte is escaped as \\ or \xNN (so CR, LF, ANSI escapes
-// and invalid UTF-8 cannot forge or corrupt a line), and the result is cut
-// to MaxLog bytes of input, with "..." marking the cut.
+// Log makes s safe for a log value: printable ASCII is kept; '%', control
+// bytes (CR, LF, ESC, ...) and 8-bit bytes become %XX, as in a URL, so
+// they can neither forge a line nor colour a terminal, and the escaping
+// needs no backslash (which log handlers would escape again). The input
+// is cut to MaxLog bytes, with "..." marking the cut.
 func Log(s string) string {
 	cut := false
 	if len(s) > MaxLog {
@@ -74,7 +75,7 @@ func Log(s string) string {
 	}
 	clean := true
 	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e || s[i] == '\\' {
+		if s[i] < 0x20 || s[i] > 0x7e || s[i] == '%' {
 			clean = false
 			break
 		}
@@ -84,17 +85,14 @@ func Log(s string) string {
 	}
 	var b strings.Builder
 	b.Grow(len(s) + 8)
-	const hex = "0123456789abcdef"
+	const hex = "0123456789ABCDEF"
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case c == '\\':
-			b.WriteString(`\\`)
-		case c < 0x20 || c > 0x7e:
-			b.WriteString(`\x`)
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b.WriteByte('%')
 			b.WriteByte(hex[c>>4])
 			b.WriteByte(hex[c&0xf])
-		default:
+		} else {
 			b.WriteByte(c)
 		}
 	}

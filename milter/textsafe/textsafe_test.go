@@ -33,10 +33,11 @@ func TestReply(t *testing.T) {
 func TestLog(t *testing.T) {
 	tests := []struct{ name, in, want string }{
 		{"plain", "user@example.com", "user@example.com"},
-		{"line injection", "x\nlevel=ERROR msg=forged", `x\x0alevel=ERROR msg=forged`},
-		{"backslash", `a\b`, `a\\b`},
-		{"ansi escape", "\x1b[31mred", `\x1b[31mred`},
-		{"8-bit", "\xff", `\xff`},
+		{"line injection", "x\r\nlevel=ERROR msg=forged", "x%0D%0Alevel=ERROR msg=forged"},
+		{"percent", "100%", "100%25"},
+		{"backslash kept", `a\b`, `a\b`},
+		{"ansi escape", "\x1b[31mred", "%1B[31mred"},
+		{"8-bit", "caf\xc3\xa9", "caf%C3%A9"},
 		{"long", strings.Repeat("a", MaxLog+10), strings.Repeat("a", MaxLog) + "..."},
 	}
 	for _, tc := range tests {
@@ -74,7 +75,7 @@ func FuzzReply(f *testing.F) {
 }
 
 func FuzzLog(f *testing.F) {
-	for _, s := range []string{"", "\n", "\\x41", "\x1b", strings.Repeat("\xff", 300)} {
+	for _, s := range []string{"", "\n", "%41", "\x1b", strings.Repeat("\xff", 300)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -84,7 +85,7 @@ func FuzzLog(f *testing.F) {
 				t.Fatalf("byte %#x at %d in %q", out[i], i, out)
 			}
 		}
-		if len(out) > 4*MaxLog+3 {
+		if len(out) > 3*MaxLog+3 {
 			t.Fatalf("len %d", len(out))
 		}
 	})
