@@ -492,12 +492,10 @@ func classify(q, m *mdns.Msg, err error) (string, *attemptFailure) {
 	switch m.Rcode {
 	case mdns.RcodeSuccess:
 		for _, rr := range m.Answer {
-			if rr.Header().Rrtype == qq.Qtype {
+			// A CNAME counts: the caller follows the chain.
+			if t := rr.Header().Rrtype; t == qq.Qtype || t == mdns.TypeCNAME {
 				return OutcomeSuccess, nil
 			}
-		}
-		if len(m.Answer) > 0 {
-			return OutcomeSuccess, nil // a CNAME chain, followed by the caller
 		}
 		return OutcomeNoData, nil
 	case mdns.RcodeNameError:

@@ -3,6 +3,7 @@ package dns
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -407,3 +408,54 @@ func itoa(i int) string {
 	}
 	return itoa(i/10) + string(rune('0'+i%10))
 }
+
+// TestClassify covers answers dnstest cannot give: it always echoes the
+// question and sends well-formed messages.
+func TestClassify(t *testing.T) {
+	q := new(mdns.Msg)
+	q.SetQuestion("a.example.", mdns.TypeTXT)
+	reply := func(edit func(m *mdns.Msg)) *mdns.Msg {
+		m := new(mdns.Msg)
+		m.SetReply(q)
+		edit(m)
+		return m
+	}
+	txt, _ := mdns.NewRR(`a.example. 60 TXT "x"`)
+	other, _ := mdns.NewRR(`b.example. 60 A 192.0.2.1`)
+	unpackErr := new(mdns.Msg).Unpack([]byte{0, 1, 2})
+	tests := []struct {
+		name      string
+		m         *mdns.Msg
+		err       error
+		outcome   string
+		fail      bool
+		temporary bool
+	}{
+		{"answer", reply(func(m *mdns.Msg) { m.Answer = []mdns.RR{txt} }), nil, OutcomeSuccess, false, false},
+		{"question in other case", reply(func(m *mdns.Msg) { m.Question[0].Name = "A.Example."; m.Answer = []mdns.RR{txt} }), nil, OutcomeSuccess, false, false},
+		{"no question echoed", reply(func(m *mdns.Msg) { m.Question = nil; m.Answer = []mdns.RR{txt} }), nil, OutcomeSuccess, false, false},
+		{"unrelated records only", reply(func(m *mdns.Msg) { m.Answer = []mdns.RR{other} }), nil, OutcomeNoData, false, false},
+		{"other name", reply(func(m *mdns.Msg) { m.Question[0].Name = "b.example." }), nil, OutcomeError, true, false},
+		{"other type", reply(func(m *mdns.Msg) { m.Question[0].Qtype = mdns.TypeA }), nil, OutcomeError, true, false},
+		{"two questions", reply(func(m *mdns.Msg) { m.Question = append(m.Question, m.Question[0]) }), nil, OutcomeError, true, false},
+		{"YXDOMAIN", reply(func(m *mdns.Msg) { m.Rcode = mdns.RcodeYXDomain }), nil, OutcomeError, true, false},
+		{"malformed", nil, unpackErr, OutcomeError, true, false},
+		{"timeout", nil, &net.OpError{Op: "read", Err: timeoutError{}}, OutcomeTimeout, true, true},
+		{"connection refused", nil, &net.OpError{Op: "read", Err: errors.New("connection refused")}, OutcomeError, true, true},
+		{"TCP closed early", nil, io.ErrUnexpectedEOF, OutcomeError, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			outcome, f := classify(q, tc.m, tc.err)
+			if outcome != tc.outcome || (f != nil) != tc.fail || (f != nil && f.temporary != tc.temporary) {
+				t.Fatalf("outcome %q failure %+v, want %q fail=%v temporary=%v", outcome, f, tc.outcome, tc.fail, tc.temporary)
+			}
+		})
+	}
+}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
