@@ -81,15 +81,27 @@ func Start(zoneText string) (*Server, error) {
 		return nil, err
 	}
 
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("dnstest: listen udp: %w", err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
+	// UDP and TCP on the same port: take a free UDP port, then try its TCP
+	// twin, which another process may hold; then try again.
+	var (
+		pc  net.PacketConn
+		ln  net.Listener
+		err error
+	)
+	for try := 0; try < 50; try++ {
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("dnstest: listen udp: %w", err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			break
+		}
 		pc.Close()
-		return nil, fmt.Errorf("dnstest: listen tcp on the udp port %d: %w", port, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dnstest: no port free for both udp and tcp: %w", err)
 	}
 	s.Addr = pc.LocalAddr().String()
 
@@ -317,7 +329,8 @@ func (s *Server) answer(m *dns.Msg, name string, qtype uint16) {
 			name = target
 			continue
 		}
-		if len(m.Answer) == 0 && !exists {
+		if !exists {
+			// After a CNAME too: the rcode speaks of the last name (RFC 6604).
 			m.Rcode = dns.RcodeNameError
 		}
 		m.Ns = append(m.Ns, s.negativeSOA(name))

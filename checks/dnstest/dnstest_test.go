@@ -17,6 +17,7 @@ mail     AAAA  ::2
 alias    CNAME mail
 loop1    CNAME loop2
 loop2    CNAME loop1
+dangling CNAME nowhere
 a.b.deep TXT   "deep"
 *.wild   TXT   "wildcard"
 big      TXT   "` + strings.Repeat("x", 250) + `" "` + strings.Repeat("y", 250) + `" "` + strings.Repeat("z", 250) + `"
@@ -52,6 +53,7 @@ func TestAnswers(t *testing.T) {
 		{"empty non-terminal", "b.deep.example.com", dns.TypeTXT, dns.RcodeSuccess, 0, 120},
 		{"cname followed", "alias.example.com", dns.TypeA, dns.RcodeSuccess, 2, 0},
 		{"cname loop ends", "loop1.example.com", dns.TypeA, dns.RcodeSuccess, 2, 0},
+		{"cname to nowhere", "dangling.example.com", dns.TypeA, dns.RcodeNameError, 1, 120},
 		{"wildcard", "x.wild.example.com", dns.TypeTXT, dns.RcodeSuccess, 1, 0},
 		{"ptr", ReverseName("127.0.0.2"), dns.TypePTR, dns.RcodeSuccess, 1, 0},
 		{"outside zones", "elsewhere.test", dns.TypeA, dns.RcodeNameError, 0, 60},

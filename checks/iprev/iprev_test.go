@@ -248,9 +248,10 @@ func TestCheckDeadline(t *testing.T) {
 			if got.Verdict != tc.want {
 				t.Errorf("Verdict = %q (err %v), want %q", got.Verdict, got.Err, tc.want)
 			}
-			// An upper bound, not a speed test: a second of slack.
-			if took > deadline+time.Second {
-				t.Errorf("Check returned after %v, want before the deadline %v + 1s", took, deadline)
+			// An upper bound, not a speed test: slack for a loaded machine,
+			// still well below the resolver's own 2 x 2s of retries.
+			if took > deadline+2500*time.Millisecond {
+				t.Errorf("Check returned after %v, want before the deadline %v + 2.5s", took, deadline)
 			}
 		})
 	}
