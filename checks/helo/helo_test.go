@@ -179,9 +179,9 @@ func TestCheck(t *testing.T) {
 			if n := srv.TotalQueries(); tc.noDNS && n != 0 {
 				t.Errorf("%d DNS queries, want none: %v", n, srv.QueryLog())
 			}
-			// An upper bound, not a speed test.
-			if took > timeout+time.Second {
-				t.Errorf("Check took %v, want at most its deadline %v + 1s", took, timeout)
+			// An upper bound, not a speed test: slack for a loaded machine.
+			if took > timeout+2500*time.Millisecond {
+				t.Errorf("Check took %v, want at most its deadline %v + 2.5s", took, timeout)
 			}
 		})
 	}
