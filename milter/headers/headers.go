@@ -1,0 +1,594 @@
+// Package headers formats the Authentication-Results (RFC 8601) and
+// Received-SPF (RFC 7208 §9.1) header values vouch adds to a message, and
+// recognises incoming Authentication-Results that claim to be ours
+// (RFC 8601 §5). It is pure string work: no milter, no metrics.
+//
+// Everything the SMTP client chose (HELO, sender) and everything from DNS
+// (SPF terms, names in problems) is untrusted. A value goes into a header
+// only in a form that cannot end the header, start another, or change how
+// the header parses: printable ASCII, quoted when it is not a bare token,
+// never containing ';', '"' or '\'. A value that cannot be made so is left
+// out (for a sender, its domain is tried first); free text (reasons,
+// comments) has such bytes replaced with '?'.
+//
+// Folding: values are folded with "\n\t", a bare LF. The milter protocol
+// carries header values with LF line ends: libmilter's smfi_insheader
+// documentation asks for "\n" followed by whitespace to make a multi-line
+// header and says the MTA adds the CR; Postfix turns a CRLF into a doubled
+// CR, which is why go-milter rewrites CRLF to LF anyway. Lines stay under
+// 78 characters (with the header name) unless a single value is longer.
+package headers
+
+import (
+	"net"
+	"strings"
+
+	"github.com/emersion/go-msgauth/authres"
+
+	"github.com/vouch-mail/vouch/checks/spf"
+)
+
+// Header field names, as inserted.
+const (
+	AuthenticationResultsField = "Authentication-Results"
+	ReceivedSPFField           = "Received-SPF"
+)
+
+// Fold is the line break inside a folded header value.
+const Fold = "\n\t"
+
+// maxLine is the longest line we build, header name included: RFC 5322
+// §2.1.1 asks for at most 78 characters.
+const maxLine = 77
+
+// maxValue bounds an untrusted value copied into a header. 254 is the
+// longest address a 256-octet RFC 5321 path can hold.
+const maxValue = 254
+
+// maxText bounds free text (reasons, problems) copied into a header.
+const maxText = 120
+
+// IprevInfo is the iprev result for Authentication-Results.
+type IprevInfo struct {
+	Result string // pass | fail | temperror | permerror
+	IP     net.IP // the client address, reported as policy.iprev
+}
+
+// Input is what the headers report.
+type Input struct {
+	// AuthServID names this receiver in Authentication-Results: the
+	// authserv_id setting, by default the MTA's j macro (the caller
+	// supplies it). Empty means Receiver, then "localhost".
+	AuthServID  string
+	ClientIP    net.IP
+	HELO        string      // as the client sent it (untrusted)
+	Iprev       *IprevInfo  // nil when not checked
+	SPFMailFrom *spf.Result // nil when not checked (trusted client etc.)
+	SPFHelo     *spf.Result // nil when the HELO identity was not checked
+	// Receiver is Received-SPF's receiver= (the MTA's host name, the j
+	// macro).
+	Receiver string
+}
+
+// AuthenticationResults returns the Authentication-Results value (without
+// the field name), one result per line:
+//
+//	mx.example.org;
+//		iprev=pass policy.iprev=192.0.2.10;
+//		spf=pass smtp.mailfrom=alice@example.com;
+//		spf=pass smtp.helo=mail.example.com
+//
+// With nothing to report it is "mx.example.org; none".
+func AuthenticationResults(in Input) string {
+	var results []authres.Result
+	if in.Iprev != nil {
+		// RFC 8601 §2.7.3 results only: anything else is left out.
+		switch v := authres.ResultValue(in.Iprev.Result); v {
+		case authres.ResultPass, authres.ResultFail, authres.ResultTempError, authres.ResultPermError:
+			r := &authres.IPRevResult{Value: v}
+			if in.Iprev.IP != nil {
+				r.IP = in.Iprev.IP.String()
+			}
+			results = append(results, r)
+		}
+	}
+	if in.SPFMailFrom != nil {
+		results = append(results, &authres.SPFResult{
+			Value:  spfValue(in.SPFMailFrom.Verdict),
+			Reason: reason(in.SPFMailFrom),
+			From:   mailFromValue(in.SPFMailFrom.Sender),
+		})
+	}
+	if in.SPFHelo != nil {
+		helo := in.HELO
+		if helo == "" {
+			helo = in.SPFHelo.Domain
+		}
+		helo = propValue(helo)
+		results = append(results, &authres.SPFResult{
+			Value:  spfValue(in.SPFHelo.Verdict),
+			Reason: reason(in.SPFHelo),
+			Helo:   helo,
+		})
+	}
+
+	id := authServID(in)
+	if len(results) == 0 {
+		return authres.Format(id, nil)
+	}
+	// authres.Format joins the results with "; " and the properties with
+	// spaces. No value we pass it holds a ';' (propValue, freeText and
+	// sanitiseID see to it), so the split below is exact; we fold each
+	// result onto its own line.
+	parts := strings.Split(authres.Format(id, results), "; ")
+	f := newFolder(len(AuthenticationResultsField) + 2)
+	f.add("", parts[0])
+	for _, p := range parts[1:] {
+		f.text(";")
+		f.breakLine()
+		for i, atom := range splitAtoms(strings.TrimRight(p, " ")) {
+			if i == 0 {
+				f.text(atom)
+			} else {
+				f.add(" ", atom)
+			}
+		}
+	}
+	return f.String()
+}
+
+// spfValue maps a verdict to an RFC 8601 §2.7.2 result; anything else is
+// reported as permerror rather than passed through.
+func spfValue(v spf.Verdict) authres.ResultValue {
+	switch v {
+	case spf.Pass, spf.Fail, spf.SoftFail, spf.Neutral, spf.None, spf.TempError, spf.PermError:
+		return authres.ResultValue(v)
+	}
+	return authres.ResultPermError
+}
+
+func reason(r *spf.Result) string {
+	switch r.Verdict {
+	case spf.None, spf.TempError, spf.PermError:
+		return freeText(r.Problem)
+	}
+	return ""
+}
+
+// mailFromValue is smtp.mailfrom: the address, or only its domain when the
+// address cannot be written safely (RFC 8601 §2.3 pvalue allows a bare
+// domain-name), or nothing.
+func mailFromValue(addr string) string {
+	if v := propValue(addr); v != "" {
+		return v
+	}
+	if at := strings.LastIndexByte(addr, '@'); at >= 0 {
+		return propValue(addr[at+1:])
+	}
+	return ""
+}
+
+// propValue returns s if authres.Format will write it as a valid RFC 8601
+// pvalue, else "". authres quotes a value unless it holds only letters,
+// digits and address punctuation; such a bare value must then be a token
+// or [local-part]@domain-name, which authres does not check ("@" alone,
+// "a/b", "x@y" would go out bare and invalid).
+func propValue(s string) string {
+	if !safeValue(s) {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isLetDig(c) && strings.IndexByte("#$%&'*+,./-@[]\\^_`{|}~", c) < 0 {
+			return s // authres quotes it
+		}
+	}
+	if isToken(s) {
+		return s
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at >= 0 && (at == 0 || isDotAtom(s[:at])) && isDomainName(s[at+1:]) {
+		return s
+	}
+	return ""
+}
+
+func isLetDig(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// isDomainName is RFC 6376's domain-name, which RFC 8601 uses: two or
+// more labels of letters, digits and inner hyphens.
+func isDomainName(s string) bool {
+	labels := strings.Split(s, ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if l == "" || !isLetDig(l[0]) || !isLetDig(l[len(l)-1]) {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			if !isLetDig(l[i]) && l[i] != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func authServID(in Input) string {
+	id := in.AuthServID
+	if id == "" {
+		id = in.Receiver
+	}
+	if id == "" {
+		id = "localhost"
+	}
+	if ValidAuthServID(id) {
+		return id
+	}
+	return `"` + sanitiseID(id) + `"`
+}
+
+// sanitiseID turns an authserv-id that is not a token into the content of
+// a quoted-string that every parser reads whole: no spaces (authres.Parse
+// would take what follows one for a version) and nothing but token
+// characters, the rest replaced with '?'.
+func sanitiseID(id string) string {
+	if len(id) > maxValue {
+		id = id[:maxValue]
+	}
+	b := []byte(id)
+	for i, c := range b {
+		if !tokenChar(c) {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+// ValidAuthServID reports whether id can be used as an authserv-id as is:
+// an RFC 2045 token of at most 254 octets, such as a host name.
+// Configuration should insist on it; other values are written quoted,
+// with every character outside a token replaced by '?', and then do not
+// match what ClaimsAuthServID is asked to find.
+func ValidAuthServID(id string) bool {
+	return isToken(id) && len(id) <= maxValue && strings.Trim(id, ".") != ""
+}
+
+// ReceivedSPF returns the Received-SPF value (without the field name) for
+// the identity that decided: MAIL FROM when it was checked, else HELO (the
+// null sender's). ok is false when neither was checked.
+//
+//	pass (mx.example.org: domain of alice@example.com designates
+//		192.0.2.10 as permitted sender) client-ip=192.0.2.10;
+//		envelope-from="alice@example.com"; helo=mail.example.com;
+//		identity=mailfrom; receiver=mx.example.org;
+//		mechanism="ip4:192.0.2.0/24"
+func ReceivedSPF(in Input) (value string, ok bool) {
+	r := in.SPFMailFrom
+	if r == nil {
+		r = in.SPFHelo
+	}
+	if r == nil {
+		return "", false
+	}
+	verdict := spfValue(r.Verdict)
+
+	f := newFolder(len(ReceivedSPFField) + 2)
+	f.text(string(verdict))
+	words := strings.Fields(comment(in, r, spf.Verdict(verdict)))
+	for i, w := range words {
+		if i == 0 {
+			w = "(" + w
+		}
+		if i == len(words)-1 {
+			w += ")"
+		}
+		f.add(" ", w)
+	}
+
+	var pairs []string
+	pair := func(key, v string) {
+		pairs = append(pairs, key+"="+dotAtomOrQuoted(v))
+	}
+	if in.ClientIP != nil {
+		pair("client-ip", in.ClientIP.String())
+	}
+	if safeValue(r.Sender) {
+		pair("envelope-from", r.Sender)
+	}
+	if safeValue(in.HELO) {
+		pair("helo", in.HELO)
+	}
+	if r.Identity == spf.MailFrom || r.Identity == spf.Helo {
+		pair("identity", string(r.Identity))
+	}
+	if safeValue(in.Receiver) {
+		pair("receiver", in.Receiver)
+	}
+	switch verdict {
+	case authres.ResultPass, authres.ResultFail, authres.ResultSoftFail, authres.ResultNeutral:
+		if safeValue(r.Mechanism) {
+			pair("mechanism", r.Mechanism)
+		}
+	default:
+		if p := freeText(r.Problem); p != "" {
+			pairs = append(pairs, "problem="+`"`+p+`"`)
+		}
+	}
+	for i, p := range pairs {
+		sep := " "
+		if i > 0 {
+			sep = "; "
+		}
+		f.add(sep, p)
+	}
+	return f.String(), true
+}
+
+// comment is Received-SPF's human-readable explanation (RFC 7208 §9.1),
+// in the wording SPF implementations have long used.
+func comment(in Input, r *spf.Result, v spf.Verdict) string {
+	who := "the sender"
+	if s := mailFromValue(r.Sender); s != "" {
+		who = s
+	}
+	ip := "the client"
+	if in.ClientIP != nil {
+		ip = in.ClientIP.String()
+	}
+	var text string
+	switch v {
+	case spf.Pass:
+		text = "domain of " + who + " designates " + ip + " as permitted sender"
+	case spf.Fail:
+		text = "domain of " + who + " does not designate " + ip + " as permitted sender"
+	case spf.SoftFail:
+		text = "domain of transitioning " + who + " does not designate " + ip + " as permitted sender"
+	case spf.Neutral:
+		text = ip + " is neither permitted nor denied by domain of " + who
+	case spf.None:
+		if r.Sender != "" {
+			text = "domain of " + who + " does not designate permitted sender hosts"
+		} else {
+			text = clip(r.Problem)
+		}
+	case spf.TempError:
+		text = "error in processing during lookup of " + who + ": " + clip(r.Problem)
+	default:
+		text = "permanent error in processing domain of " + who + ": " + clip(r.Problem)
+	}
+	if rcv := in.Receiver; safeValue(rcv) && text != "" {
+		text = rcv + ": " + text
+	}
+	return commentText(text)
+}
+
+// safeValue reports whether an untrusted value can go into a header: 1 to
+// maxValue octets of printable ASCII without spaces, ';', '"', '\' (which
+// would need escaping that naive parsers get wrong), nor ',', '[' or ']'
+// (which authres.Format would leave unquoted, making an invalid pvalue).
+func safeValue(s string) bool {
+	if s == "" || len(s) > maxValue {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`;"\,[]`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// clip cuts free text to maxText octets, marking the cut.
+func clip(s string) string {
+	if len(s) > maxText {
+		return s[:maxText-3] + "..."
+	}
+	return s
+}
+
+// freeText makes s safe inside a quoted-string: printable ASCII, '"', '\'
+// and ';' replaced with '?', cut to maxText octets.
+func freeText(s string) string {
+	b := []byte(clip(s))
+	for i, c := range b {
+		if c < ' ' || c >= 0x7f || c == '"' || c == '\\' || c == ';' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+// commentText makes s safe inside a comment: as freeText, and no
+// parentheses either. It may be long: the folder breaks it at spaces.
+func commentText(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c >= 0x7f || c == '"' || c == '\\' || c == ';' || c == '(' || c == ')' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+// isToken reports whether s is an RFC 2045 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !tokenChar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func tokenChar(c byte) bool {
+	return c > ' ' && c < 0x7f && strings.IndexByte(`()<>@,;:\"/[]?=`, c) < 0
+}
+
+// dotAtomOrQuoted writes a Received-SPF value: an RFC 5322 dot-atom as
+// is, anything else (an address, an IPv6 address, "ip4:...") quoted. The
+// callers pass only safeValue strings, which need no escaping.
+func dotAtomOrQuoted(s string) string {
+	if isDotAtom(s) {
+		return s
+	}
+	return `"` + s + `"`
+}
+
+func isDotAtom(s string) bool {
+	for _, part := range strings.Split(s, ".") {
+		if part == "" {
+			return false
+		}
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+				strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// splitAtoms splits a result at the spaces outside quoted strings.
+func splitAtoms(s string) []string {
+	var out []string
+	start, quoted := 0, false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			quoted = !quoted
+		case ' ':
+			if !quoted {
+				if i > start {
+					out = append(out, s[start:i])
+				}
+				start = i + 1
+			}
+		}
+	}
+	if start < len(s) {
+		out = append(out, s[start:])
+	}
+	return out
+}
+
+// folder lays out a header value in lines of at most maxLine characters,
+// breaking only where whitespace may be.
+type folder struct {
+	b    strings.Builder
+	line int // length of the current line so far
+}
+
+// newFolder starts a value whose first line already holds prefix
+// characters (the field name, colon and space).
+func newFolder(prefix int) *folder { return &folder{line: prefix} }
+
+// text appends s to the current line unconditionally.
+func (f *folder) text(s string) {
+	f.b.WriteString(s)
+	f.line += len(s)
+}
+
+// add appends sep and s, or sep's non-blank part, a line break and s when
+// they would not fit. One character is kept in reserve on every line for
+// a separator that may follow.
+func (f *folder) add(sep, s string) {
+	if f.b.Len() > 0 && f.line+len(sep)+len(s)+1 > maxLine {
+		f.text(strings.TrimRight(sep, " "))
+		f.breakLine()
+		f.text(s)
+		return
+	}
+	f.text(sep + s)
+}
+
+func (f *folder) breakLine() {
+	f.b.WriteString(Fold)
+	f.line = len(Fold) - 1 // the tab
+}
+
+func (f *folder) String() string { return f.b.String() }
+
+// ClaimsAuthServID reports whether an incoming Authentication-Results
+// value claims to come from authservID, compared without regard to case
+// (RFC 8601 §2.5) or a trailing dot. RFC 8601 §5 has the receiver delete
+// such fields when they arrive from outside.
+//
+// The value is read with authres.Parse, and also by its first token after
+// any comments, so that a forged field which does not parse (a version
+// other than 1, a comment where the parser does not expect one, garbage
+// after our name) is still caught.
+func ClaimsAuthServID(value, authservID string) bool {
+	if authservID == "" {
+		return false
+	}
+	if id, _, err := authres.Parse(value); err == nil && sameID(id, authservID) {
+		return true
+	}
+	return sameID(leadingID(value), authservID)
+}
+
+func sameID(a, b string) bool {
+	a = strings.TrimSuffix(unquote(a), ".")
+	b = strings.TrimSuffix(b, ".")
+	return a != "" && strings.EqualFold(a, b)
+}
+
+func unquote(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return s[1 : len(s)-1]
+	}
+	return s
+}
+
+// leadingID returns the authserv-id position of an A-R value: after
+// folding whitespace and comments, a quoted-string's content or the
+// longest run of token characters.
+func leadingID(v string) string {
+	i := skipCFWS(v, 0)
+	if i < len(v) && v[i] == '"' {
+		var b strings.Builder
+		for i++; i < len(v) && v[i] != '"'; i++ {
+			if v[i] == '\\' && i+1 < len(v) {
+				i++
+			}
+			b.WriteByte(v[i])
+		}
+		return b.String()
+	}
+	start := i
+	for i < len(v) && tokenChar(v[i]) {
+		i++
+	}
+	return v[start:i]
+}
+
+// skipCFWS skips whitespace (including line breaks) and nested comments.
+func skipCFWS(v string, i int) int {
+	depth := 0
+	for ; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '(':
+			depth++
+		case c == ')' && depth > 0:
+			depth--
+		case c == '\\' && depth > 0:
+			i++ // a quoted-pair: skip what it quotes
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+		case depth > 0:
+		default:
+			return i
+		}
+	}
+	return len(v) // also when a quoted-pair ended the value
+}
