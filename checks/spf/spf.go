@@ -250,8 +250,6 @@ func arg[T any](a []any, i int) (T, bool) {
 	return v, ok
 }
 
-var qualifier = map[Verdict]string{Pass: "", Fail: "-", SoftFail: "~", Neutral: "?"}
-
 // mechanism returns the term of the outermost record evaluated that gave
 // v. A record's last decision is traced after those of the records it
 // includes, so the last event is the outermost; a redirect is traced after
@@ -271,5 +269,19 @@ func (t *tracer) mechanism(v Verdict) string {
 	if last.kind == "default" {
 		return "default"
 	}
-	return qualifier[v] + last.term
+	return qualifier(v) + last.term
+}
+
+// qualifier writes the qualifier of a term that gave v; "+" is the
+// default and left out.
+func qualifier(v Verdict) string {
+	switch v {
+	case Fail:
+		return "-"
+	case SoftFail:
+		return "~"
+	case Neutral:
+		return "?"
+	}
+	return ""
 }
