@@ -1,0 +1,264 @@
+package milter_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/dnstest"
+	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/metrics"
+)
+
+// The test world. Each client address has its own story:
+//
+//	127.0.0.10  mail.good.test: PTR and A agree; good.test's SPF allows it
+//	127.0.0.11  no PTR at all
+//	127.0.0.12  PTR liar.test, whose A is elsewhere (unconfirmed)
+//	127.0.0.13  mail.other.test, confirmed; not allowed by good.test's SPF
+//	::10        mail6.good.test, confirmed over IPv6
+const zone = `
+$ORIGIN test.
+$TTL 300
+@                 SOA ns.test. hostmaster.test. 1 3600 600 86400 60
+mail.good         A     127.0.0.10
+mail6.good        AAAA  ::10
+good              TXT   "v=spf1 ip4:127.0.0.10 ip6:::10 -all"
+mail.good         TXT   "v=spf1 a -all"
+liar              A     192.0.2.1
+mail.other        A     127.0.0.13
+other             TXT   "v=spf1 a:mail.other.test -all"
+mail.other        TXT   "v=spf1 a -all"
+soft              TXT   "v=spf1 ~all"
+10.0.0.127.in-addr.arpa. PTR mail.good.test.
+12.0.0.127.in-addr.arpa. PTR liar.test.
+13.0.0.127.in-addr.arpa. PTR mail.other.test.
+0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa. PTR mail6.good.test.
+`
+
+// logBuffer collects log output from several goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type env struct {
+	t       *testing.T
+	dns     *dnstest.Server
+	srv     *milter.Server
+	metrics *metrics.Metrics
+	reg     *prometheus.Registry
+	logs    *logBuffer
+	network string
+	addr    string
+}
+
+type envOption func(*milter.Settings, *milter.Options)
+
+// newEnv starts vouch on a loopback TCP port over a dnstest server holding
+// zone, with loopback NOT trusted so that 127.x clients are checked.
+func newEnv(t *testing.T, opts ...envOption) *env {
+	t.Helper()
+	return newEnvOn(t, "tcp", opts...)
+}
+
+func newEnvOn(t *testing.T, network string, opts ...envOption) *env {
+	t.Helper()
+	e := &env{t: t, dns: dnstest.New(t, zone), reg: prometheus.NewRegistry(), logs: &logBuffer{}}
+	e.metrics = metrics.New(e.reg, "test")
+	res, err := dns.New(dns.Config{Servers: []string{e.dns.Addr}, Timeout: 500 * time.Millisecond, Attempts: 1}, e.metrics.DNSObserver())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := milter.DefaultSettings(res)
+	s.TrustedNetworks = nil
+	s.Deadline = 3 * time.Second
+	o := milter.Options{
+		Logger:  slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics: e.metrics,
+	}
+	for _, opt := range opts {
+		opt(s, &o)
+	}
+	e.srv = milter.NewServer(s, o)
+
+	var ln net.Listener
+	if network == "unix" {
+		path := filepath.Join(t.TempDir(), "vouch.sock")
+		ln, err = milter.Listen(milter.Address{Network: "unix", Address: path}, milter.ListenOptions{})
+		e.network, e.addr = "unix", path
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		e.network = "tcp"
+		if err == nil {
+			e.addr = ln.Addr().String()
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		<-served
+		if t.Failed() {
+			t.Logf("vouch log:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+// mta drives one milter connection the way Postfix does: macros before
+// each stage, Abort after each transaction.
+type mta struct {
+	t *testing.T
+	s *gomilter.ClientSession
+}
+
+func (e *env) connect(ip string) *mta {
+	e.t.Helper()
+	c := gomilter.NewClientWithOptions(e.network, e.addr, gomilter.ClientOptions{
+		ReadTimeout:  10 * time.Second,
+		WriteTimeout: 10 * time.Second,
+		// Protocol version 2 actions, as Postfix offers them.
+		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+	})
+	s, err := c.Session()
+	if err != nil {
+		e.t.Fatalf("milter session: %v", err)
+	}
+	m := &mta{t: e.t, s: s}
+	e.t.Cleanup(func() { s.Close() })
+	if ip == "" {
+		return m
+	}
+	a := netip.MustParseAddr(ip)
+	fam := gomilter.FamilyInet
+	if a.Is6() {
+		fam = gomilter.FamilyInet6
+	}
+	m.macros(gomilter.CodeConn, "j", "mx.vouch.test", "{daemon_name}", "smtpd", "_", "["+ip+"]")
+	m.expect("connect", m.must(s.Conn("["+ip+"]", fam, 40000, ip)), "continue")
+	return m
+}
+
+func (m *mta) macros(code gomilter.Code, kv ...string) {
+	m.t.Helper()
+	if err := m.s.Macros(code, kv...); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+func (m *mta) must(a *gomilter.Action, err error) *gomilter.Action {
+	m.t.Helper()
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return a
+}
+
+// reply renders an action as the test expects it: "continue", "accept",
+// "tempfail", "reject" or "550 5.7.23 text".
+func reply(a *gomilter.Action) string {
+	switch a.Code {
+	case gomilter.ActContinue:
+		return "continue"
+	case gomilter.ActAccept:
+		return "accept"
+	case gomilter.ActTempFail:
+		return "tempfail"
+	case gomilter.ActReject:
+		return "reject"
+	case gomilter.ActReplyCode:
+		return strings.TrimSpace(strconv.Itoa(a.SMTPCode) + " " + a.SMTPText)
+	}
+	return "action " + string(rune(a.Code))
+}
+
+func (m *mta) expect(stage string, a *gomilter.Action, want string) {
+	m.t.Helper()
+	if got := reply(a); got != want {
+		m.t.Fatalf("%s: got %q, want %q", stage, got, want)
+	}
+}
+
+func (m *mta) helo(name, want string) {
+	m.t.Helper()
+	m.expect("HELO "+name, m.must(m.s.Helo(name)), want)
+}
+
+func (m *mta) mail(from, want string, macros ...string) {
+	m.t.Helper()
+	m.macros(gomilter.CodeMail, append([]string{"i", "QID" + strconv.Itoa(len(from)%100+1)}, macros...)...)
+	m.expect("MAIL FROM "+from, m.must(m.s.Mail("<"+from+">", nil)), want)
+}
+
+func (m *mta) rcpt(to, want string) {
+	m.t.Helper()
+	m.macros(gomilter.CodeRcpt, "{rcpt_addr}", to)
+	m.expect("RCPT TO "+to, m.must(m.s.Rcpt("<"+to+">", nil)), want)
+}
+
+// data sends the header fields and ends the message; it returns the
+// modifications vouch asked for.
+func (m *mta) data(fields ...string) []gomilter.ModifyAction {
+	m.t.Helper()
+	for i := 0; i+1 < len(fields); i += 2 {
+		m.expect("header", m.must(m.s.HeaderField(fields[i], fields[i+1])), "continue")
+	}
+	m.expect("EOH", m.must(m.s.HeaderEnd()), "continue")
+	mods, act, err := m.s.End()
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.expect("end of message", act, "continue")
+	return mods
+}
+
+func (m *mta) abort() {
+	m.t.Helper()
+	if err := m.s.Abort(); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+// inserted returns the header fields vouch inserted, in the order they
+// end up in the message (each insert at index 0 goes on top).
+func inserted(mods []gomilter.ModifyAction) []string {
+	var out []string
+	for _, a := range mods {
+		if a.Code == gomilter.ActInsertHeader {
+			out = append([]string{a.HeaderName + ": " + a.HeaderValue}, out...)
+		}
+	}
+	return out
+}

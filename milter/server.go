@@ -1,0 +1,298 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-milter"
+
+	"github.com/vouch-mail/vouch/milter/metrics"
+)
+
+// Options are the server's fixed settings (a reload does not change them).
+type Options struct {
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics
+	// MaxConnections caps concurrent milter connections (0: no cap). Past
+	// it, a connection gets OverloadAction at connect and no checks.
+	MaxConnections int
+	// OverloadAction is "tempfail" (default: the client retries later,
+	// nothing is lost) or "accept" (mail flows unchecked).
+	OverloadAction string
+	// IdleTimeout closes a connection whose MTA sends nothing for this
+	// long (0: never). The MTA then applies its default action.
+	IdleTimeout time.Duration
+}
+
+// Server serves milter connections.
+type Server struct {
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+	opts     Options
+	settings atomic.Pointer[Settings]
+	hostname string
+	nextID   atomic.Uint64
+	active   atomic.Int64
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*trackedConn]struct{}
+	shutdown  bool
+	wg        sync.WaitGroup
+}
+
+// NewServer returns a server that checks with s until Update replaces it.
+func NewServer(s *Settings, o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	host, _ := os.Hostname()
+	srv := &Server{
+		log:       o.Logger,
+		metrics:   o.Metrics,
+		opts:      o,
+		hostname:  host,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*trackedConn]struct{}{},
+	}
+	srv.settings.Store(s)
+	return srv
+}
+
+// Update makes s apply to SMTP sessions that start from now on; sessions
+// under way finish with the settings they started with.
+func (srv *Server) Update(s *Settings) { srv.settings.Store(s) }
+
+// Settings returns the settings new sessions get.
+func (srv *Server) Settings() *Settings { return srv.settings.Load() }
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("milter server closed")
+
+// Serve accepts milter connections on ln until Shutdown.
+func (srv *Server) Serve(ln net.Listener) error {
+	srv.mu.Lock()
+	if srv.shutdown {
+		srv.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	srv.listeners[ln] = struct{}{}
+	srv.mu.Unlock()
+	defer func() {
+		srv.mu.Lock()
+		delete(srv.listeners, ln)
+		srv.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			srv.mu.Lock()
+			closed := srv.shutdown
+			srv.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporaryAccept(err) {
+				// Out of file descriptors and the like: wait, don't spin.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				srv.log.Warn("milter accept failed; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("milter accept: %w", err)
+		}
+		backoff = 0
+		tc := srv.track(c)
+		if tc == nil {
+			c.Close()
+			continue
+		}
+		go srv.serveConn(tc)
+	}
+}
+
+func isTemporaryAccept(err error) bool {
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return true // EMFILE, ENFILE, ECONNABORTED, ...
+	}
+	return false
+}
+
+func (srv *Server) track(c net.Conn) *trackedConn {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.shutdown {
+		return nil
+	}
+	tc := &trackedConn{Conn: c, idle: srv.opts.IdleTimeout, closed: make(chan struct{})}
+	srv.conns[tc] = struct{}{}
+	srv.wg.Add(1)
+	return tc
+}
+
+// serveConn runs one milter connection. go-milter's Server serves a
+// listener, so each connection gets its own go-milter Server over a
+// one-connection listener: its NewMilter then always refers to this
+// connection's state.
+func (srv *Server) serveConn(tc *trackedConn) {
+	defer srv.wg.Done()
+	defer func() {
+		srv.mu.Lock()
+		delete(srv.conns, tc)
+		srv.mu.Unlock()
+	}()
+
+	n := srv.active.Add(1)
+	defer srv.active.Add(-1)
+	srv.metrics.SessionsActive.Inc()
+	defer srv.metrics.SessionsActive.Dec()
+	srv.metrics.SessionsTotal.Inc()
+
+	id := srv.nextID.Add(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // stops the session's lookups when the MTA hangs up
+	c := &conn{srv: srv, set: srv.settings.Load(), ctx: ctx, id: id,
+		log: srv.log.With("conn", id)}
+
+	var backend milter.Milter = session{c}
+	if max := srv.opts.MaxConnections; max > 0 && n > int64(max) {
+		srv.metrics.SessionsRefused.WithLabelValues("overload").Inc()
+		backend = overloaded{accept: srv.opts.OverloadAction == "accept"}
+		c.log.Warn("too many milter connections; answering without checks",
+			"active", n, "max_connections", max, "overload_action", srv.opts.OverloadAction)
+	}
+	ms := &milter.Server{
+		NewMilter: func() milter.Milter { return backend },
+		Actions:   milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine | milter.OptSetSymList,
+		// No body: vouch never reads it, so the MTA need not send it.
+		Protocol: milter.OptNoBody,
+		SymList: map[milter.Stage][]string{
+			milter.StageConnect:  {"j", "_", "{daemon_name}", "{client_addr}", "{client_name}", "{client_resolve}"},
+			milter.StageMailFrom: {"i", "{auth_type}", "{auth_authen}", "{mail_addr}"},
+			milter.StageRcptTo:   {"i", "{rcpt_addr}"},
+			milter.StageEOM:      {"i"},
+		},
+	}
+	ms.Serve(&oneConnListener{conn: tc})
+	if err := tc.timeoutErr(); err != nil {
+		srv.metrics.MilterErrors.WithLabelValues("timeout").Inc()
+		c.log.Info("milter connection idle too long; closed", "idle_timeout", srv.opts.IdleTimeout)
+	}
+	c.log.Debug("milter connection closed")
+}
+
+// Active returns the number of open milter connections.
+func (srv *Server) Active() int { return int(srv.active.Load()) }
+
+// Shutdown stops accepting connections and waits for open ones to end (the
+// MTA closes each at the end of its SMTP session). When ctx ends first, the
+// remaining connections are closed, the MTA applies its default action to
+// them, and ctx's error is returned.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	srv.shutdown = true
+	for ln := range srv.listeners {
+		ln.Close()
+	}
+	srv.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		srv.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	srv.mu.Lock()
+	for tc := range srv.conns {
+		tc.Close()
+	}
+	srv.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// trackedConn is a milter connection: it enforces the idle timeout and
+// tells its listener when go-milter closes it.
+type trackedConn struct {
+	net.Conn
+	idle      time.Duration
+	closeOnce sync.Once
+	closed    chan struct{}
+	timedOut  atomic.Bool
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.idle > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.timedOut.Store(true)
+	}
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	err := net.ErrClosed
+	c.closeOnce.Do(func() {
+		err = c.Conn.Close()
+		close(c.closed)
+	})
+	return err
+}
+
+func (c *trackedConn) timeoutErr() error {
+	if c.timedOut.Load() {
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
+// oneConnListener hands go-milter a single connection, then blocks until
+// that connection is closed, which ends go-milter's Serve.
+type oneConnListener struct {
+	conn *trackedConn
+	used bool
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	if !l.used {
+		l.used = true
+		return l.conn, nil
+	}
+	<-l.conn.closed
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error   { return nil }
+func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+// overloaded answers a connection past MaxConnections at connect, with no
+// checks: the MTA stops asking for the rest of the session.
+type overloaded struct {
+	milter.NoOpMilter
+	accept bool
+}
+
+func (o overloaded) Connect(string, string, uint16, net.IP, *milter.Modifier) (milter.Response, error) {
+	if o.accept {
+		return respAccept, nil
+	}
+	return respTempFail, nil
+}
