@@ -1,0 +1,50 @@
+package config
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// keys lists every dotted YAML key of t.
+func keys(prefix string, t reflect.Type) []string {
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		key := prefix + name
+		out = append(out, key)
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+			out = append(out, keys(key+".", f.Type)...)
+		}
+	}
+	return out
+}
+
+// TestEveryKeyDocumented fails when a key is missing from
+// docs/configuration.md, either from its tables (`key`) or from the
+// annotated defaults.
+func TestEveryKeyDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys("", reflect.TypeOf(Config{})) {
+		if !strings.Contains(string(doc), "`"+k+"`") && !isSection(k) {
+			t.Errorf("key %s is not documented in docs/configuration.md", k)
+		}
+	}
+}
+
+func isSection(k string) bool {
+	switch k {
+	case "milter", "metrics", "log", "dns", "checks", "policy", "headers", "checks.iprev", "checks.helo", "checks.spf":
+		return true
+	}
+	return false
+}
