@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -95,5 +96,27 @@ func TestListenUnixSocket(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep me" {
 		t.Error("file was touched")
+	}
+}
+
+func TestListenUnixSocketGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("changing a socket's group to another group needs root")
+	}
+	path := filepath.Join(t.TempDir(), "vouch.sock")
+	ln, err := Listen(Address{"unix", path}, ListenOptions{Group: "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gid := fi.Sys().(*syscall.Stat_t).Gid; gid != 2 {
+		t.Errorf("socket group %d, want 2", gid)
+	}
+	if _, err := Listen(Address{"unix", filepath.Join(t.TempDir(), "x.sock")}, ListenOptions{Group: "no-such-group-vouch"}); err == nil {
+		t.Error("unknown group accepted")
 	}
 }
