@@ -43,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serveCommand(args, stderr)
 	case "config":
 		return configCommand(args, stdout, stderr)
+	case "check":
+		return checkCommand(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "vouch %s %s %s/%s\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -59,9 +61,12 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `Usage:
   vouch [serve] [flags]       run the milter daemon (embedded defaults without -config)
   vouch config check FILE     validate a configuration file; errors name file and line
+  vouch check --ip IP --helo NAME --from ADDR
+                              explain the decision vouch would take for one transaction
   vouch version               print the version
 
-Run 'vouch serve -h' for the daemon's flags.
+Run 'vouch serve -h' for the daemon's flags, 'vouch check -h' for the
+check's flags and exit statuses.
 `)
 }
 
