@@ -1,0 +1,253 @@
+package milter_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/dnstest"
+	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/metrics"
+)
+
+// These benchmarks put a whole SMTP session through a real loopback milter
+// connection, against vouch and against go-milter's own no-op milter on the
+// same machine in the same run: the difference is vouch's cost, the rest is
+// the protocol's (and the client's). cmd/vouch-bench measures the same
+// under concurrent load.
+
+// benchVouch serves vouch on loopback TCP over a dnstest server holding
+// zone, loopback not trusted, logs formatted at info level and dropped.
+func benchVouch(tb testing.TB) (addr string, d *dnstest.Server, reg *prometheus.Registry) {
+	tb.Helper()
+	d = dnstest.New(tb, zone)
+	reg = prometheus.NewRegistry()
+	m := metrics.New(reg, "bench")
+	res, err := dns.New(dns.Config{Servers: []string{d.Addr}, Timeout: 5 * time.Second}, m.DNSObserver())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := milter.DefaultSettings(res)
+	s.TrustedNetworks = nil
+	srv := milter.NewServer(s, milter.Options{
+		Logger:  slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Metrics: m, MaxConnections: 2000, IdleTimeout: 10 * time.Minute,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-served
+	})
+	return ln.Addr().String(), d, reg
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// benchNoop serves go-milter's no-op milter with vouch's negotiation.
+func benchNoop(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return gomilter.NoOpMilter{} },
+		Actions:   gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine | gomilter.OptSetSymList,
+		Protocol:  gomilter.OptNoBody,
+	}
+	go srv.Serve(ln)
+	tb.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// benchSession is one SMTP session as Postfix drives it: connect, HELO,
+// then per message MAIL, RCPT, eight header fields, end of message and
+// Abort; then Quit.
+type benchSession struct {
+	ip, helo, from, rcpt string
+}
+
+var benchHeaders = [][2]string{
+	{"Received", "from mail.good.test (mail.good.test [127.0.0.10]) by mx.vouch.test (Postfix) with ESMTPS id 4Q1xYz0abc; Mon, 3 Jun 2024 10:00:00 +0000"},
+	{"From", "Alice <alice@good.test>"},
+	{"To", "user@vouch.test"},
+	{"Subject", "Quarterly report"},
+	{"Date", "Mon, 3 Jun 2024 10:00:00 +0000"},
+	{"Message-ID", "<20240603100000.1234@good.test>"},
+	{"MIME-Version", "1.0"},
+	{"Content-Type", "text/plain; charset=utf-8"},
+}
+
+func (s benchSession) run(client *gomilter.Client, n int) (gomilter.ActionCode, int, error) {
+	return s.runMessages(client, n, 1)
+}
+
+// runMessages sends messages transactions in one session; it returns the
+// answer that ended the last one (the reply at end of message, or a
+// refusal before) and the number of fields inserted into it.
+func (s benchSession) runMessages(client *gomilter.Client, n, messages int) (gomilter.ActionCode, int, error) {
+	cs, err := client.Session()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cs.Close()
+	if err := cs.Macros(gomilter.CodeConn, "j", "mx.vouch.test", "{daemon_name}", "smtpd", "_", "unknown ["+s.ip+"]"); err != nil {
+		return 0, 0, err
+	}
+	for _, step := range []func() (*gomilter.Action, error){
+		func() (*gomilter.Action, error) { return cs.Conn("["+s.ip+"]", family(s.ip), 40000, s.ip) },
+		func() (*gomilter.Action, error) { return cs.Helo(s.helo) },
+	} {
+		act, err := step()
+		if err != nil {
+			return 0, 0, err
+		}
+		if act.Code != gomilter.ActContinue {
+			return act.Code, 0, nil
+		}
+	}
+	var code gomilter.ActionCode
+	var fields int
+	for m := range messages {
+		if code, fields, err = s.transaction(cs, "Q"+strconv.Itoa(n)+"M"+strconv.Itoa(m)); err != nil {
+			return 0, 0, err
+		}
+		if err := cs.Abort(); err != nil {
+			return 0, 0, err
+		}
+	}
+	return code, fields, nil
+}
+
+func (s benchSession) transaction(cs *gomilter.ClientSession, qid string) (gomilter.ActionCode, int, error) {
+	steps := []func() (*gomilter.Action, error){
+		func() (*gomilter.Action, error) {
+			if err := cs.Macros(gomilter.CodeMail, "i", qid, "{auth_type}", "", "{auth_authen}", "", "{mail_addr}", s.from); err != nil {
+				return nil, err
+			}
+			return cs.Mail(s.from, nil)
+		},
+		func() (*gomilter.Action, error) {
+			if err := cs.Macros(gomilter.CodeRcpt, "i", qid, "{rcpt_addr}", s.rcpt); err != nil {
+				return nil, err
+			}
+			return cs.Rcpt(s.rcpt, nil)
+		},
+	}
+	for _, h := range benchHeaders {
+		steps = append(steps, func() (*gomilter.Action, error) { return cs.HeaderField(h[0], h[1]) })
+	}
+	steps = append(steps, cs.HeaderEnd)
+	for _, step := range steps {
+		act, err := step()
+		if err != nil {
+			return 0, 0, err
+		}
+		if act.Code != gomilter.ActContinue {
+			return act.Code, 0, nil
+		}
+	}
+	if err := cs.Macros(gomilter.CodeEOB, "i", qid); err != nil {
+		return 0, 0, err
+	}
+	mods, act, err := cs.End()
+	if err != nil {
+		return 0, 0, err
+	}
+	return act.Code, len(mods), nil
+}
+
+func family(ip string) gomilter.ProtoFamily {
+	if strings.Contains(ip, ":") {
+		return gomilter.FamilyInet6
+	}
+	return gomilter.FamilyInet
+}
+
+var goodSession = benchSession{ip: "127.0.0.10", helo: "mail.good.test", from: "alice@good.test", rcpt: "user@vouch.test"}
+
+func benchClient(addr string) *gomilter.Client {
+	return gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+	})
+}
+
+// BenchmarkSessionLoopback: one whole session per op over loopback TCP,
+// warm cache, against vouch ("vouch") and go-milter's no-op milter
+// ("noop"); "parallel" keeps 32 sessions in flight, as vouch-bench's
+// headline run does.
+func BenchmarkSessionLoopback(b *testing.B) {
+	vouchAddr, d, _ := benchVouch(b)
+	targets := []struct {
+		name   string
+		addr   string
+		want   gomilter.ActionCode
+		fields int
+	}{
+		{"noop", benchNoop(b), gomilter.ActAccept, 0},
+		{"vouch", vouchAddr, gomilter.ActContinue, 2},
+	}
+	for _, t := range targets {
+		client := benchClient(t.addr)
+		check := func(code gomilter.ActionCode, fields int, err error) bool {
+			if err != nil {
+				b.Error(err)
+				return false
+			}
+			if code != t.want || fields != t.fields {
+				b.Errorf("%s: answer %c with %d fields, want %c with %d", t.name, code, fields, t.want, t.fields)
+				return false
+			}
+			return true
+		}
+		if !check(goodSession.run(client, 0)) { // warms the cache
+			b.FailNow()
+		}
+		queries := d.TotalQueries()
+		b.Run(t.name, func(b *testing.B) {
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				n++
+				if !check(goodSession.run(client, n)) {
+					return
+				}
+			}
+		})
+		b.Run(t.name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0)))
+			b.RunParallel(func(pb *testing.PB) {
+				n := 0
+				for pb.Next() {
+					n++
+					if !check(goodSession.run(client, n)) {
+						return
+					}
+				}
+			})
+		})
+		if q := d.TotalQueries() - queries; q != 0 {
+			b.Errorf("%s: %d upstream DNS queries with a warm cache", t.name, q)
+		}
+	}
+}
