@@ -45,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return configCommand(args, stdout, stderr)
 	case "check":
 		return checkCommand(args, stdout, stderr)
+	case "audit":
+		return auditCommand(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "vouch %s %s %s/%s\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -63,10 +65,12 @@ func usage(w io.Writer) {
   vouch config check FILE     validate a configuration file; errors name file and line
   vouch check --ip IP --helo NAME --from ADDR
                               explain the decision vouch would take for one transaction
+  vouch audit --ip IP --helo NAME --domain DOMAIN [--smtp HOST:PORT]
+                              check your own outgoing mail server as a picky receiver would
   vouch version               print the version
 
-Run 'vouch serve -h' for the daemon's flags, 'vouch check -h' for the
-check's flags and exit statuses.
+Run 'vouch serve -h' for the daemon's flags, 'vouch check -h' and
+'vouch audit -h' for the tools' flags and exit statuses.
 `)
 }
 
