@@ -274,6 +274,10 @@ func TestAuditJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatal(err)
 	}
+	// Readable as printed: no HTML escaping of "->".
+	if !strings.Contains(out, `"seen": "mail.good.test -> 127.0.0.20"`) {
+		t.Errorf("JSON output:\n%s", out)
+	}
 	for path, w := range map[string]any{
 		"ip":                 "127.0.0.20",
 		"helo":               "alias.good.test",

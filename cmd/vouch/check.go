@@ -158,6 +158,7 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
 		if err := enc.Encode(rep); err != nil {
 			fmt.Fprintln(stderr, "vouch check:", err)
 			return exitError

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +111,13 @@ Received-SPF: pass (mx.vouch.test: domain of alice@good.test designates
 	127.0.0.10 as permitted sender) client-ip=127.0.0.10;
 	envelope-from="alice@good.test"; helo=mail.good.test; identity=mailfrom;
 	receiver=mx.vouch.test; mechanism="include:_spf.good.test"
+`
+	checkTrustedOutput = `client   127.0.0.13  helo mail.other.test  from alice@good.test
+exempt   127.0.0.13 is in policy.trusted_networks: no checks, no headers
+policy   standard, decided at rcpt
+action   accept
+reply    none: accepted
+headers  none: exempt messages are not checked
 `
 	checkRejectArgs   = "--ip 127.0.0.13 --helo mail.other.test --from alice@good.test"
 	checkRejectOutput = `client   127.0.0.13  helo mail.other.test  from alice@good.test
@@ -269,13 +277,7 @@ func TestCheckTrustedClient(t *testing.T) {
 	d := dnstest.New(t, checkZone)
 	code, out, _ := runVouch(t, "check", "--dns", d.Addr, "--mta-name", "mx.vouch.test",
 		"--ip", "127.0.0.13", "--helo", "mail.other.test", "--from", "alice@good.test")
-	want := `client   127.0.0.13  helo mail.other.test  from alice@good.test
-exempt   127.0.0.13 is in policy.trusted_networks: no checks, no headers
-policy   standard, decided at rcpt
-action   accept
-reply    none: accepted
-headers  none: exempt messages are not checked
-`
+	want := checkTrustedOutput
 	if code != exitOK || out != want {
 		t.Errorf("exit %d, output:\n%s\nwant:\n%s", code, out, want)
 	}
@@ -598,4 +600,57 @@ func FuzzSPFTargets(f *testing.F) {
 			t.Fatalf("%d redirects from %q", redirects, record)
 		}
 	})
+}
+
+// TestToolsDoc keeps docs/tools.md true: its examples are the outputs the
+// tests above assert, and it names every finding and JSON field.
+func TestToolsDoc(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "tools.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	for name, example := range map[string]string{
+		"check accept":  "--from alice@good.test\n" + checkAcceptOutput + "```",
+		"check reject":  "--from alice@good.test\n" + checkRejectOutput + "```",
+		"check trusted": "```\n" + checkTrustedOutput + "```",
+		"audit":         auditDNSArgs + "\n" + auditDNSOutput + "```",
+	} {
+		if !strings.Contains(doc, example) {
+			t.Errorf("docs/tools.md lacks the %s example as the test sees it:\n%s", name, example)
+		}
+	}
+	for _, id := range []string{"ptr", "fcrdns", "helo_rdns", "helo_resolves", "spf", "spf_helo",
+		"smtp_connect", "smtp_banner", "smtp_ehlo", "smtp_starttls", "smtp_vrfy", "smtp_expn"} {
+		if !strings.Contains(doc, "| `"+id+"` |") {
+			t.Errorf("docs/tools.md has no row for finding %s", id)
+		}
+	}
+	for _, typ := range []reflect.Type{reflect.TypeOf(checkReport{}), reflect.TypeOf(auditReport{})} {
+		for _, field := range jsonFields(typ) {
+			if !strings.Contains(doc, "`"+field+"`") && !strings.Contains(doc, "."+field+"`") && !strings.Contains(doc, "`"+field+".") {
+				t.Errorf("docs/tools.md does not document JSON field %s of %s", field, typ.Name())
+			}
+		}
+	}
+}
+
+// jsonFields lists the JSON names of t's fields and of its nested structs.
+func jsonFields(t reflect.Type) []string {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		out = append(out, name)
+		out = append(out, jsonFields(t.Field(i).Type)...)
+	}
+	return out
 }
