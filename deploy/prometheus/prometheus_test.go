@@ -65,6 +65,7 @@ func TestObservability(t *testing.T) {
 		}
 	})
 	t.Run("names in rules and dashboard", func(t *testing.T) { checkNames(t, exp) })
+	t.Run("metrics documented", func(t *testing.T) { checkDocumented(t, exp) })
 	t.Run("real prometheus", func(t *testing.T) { checkRealPrometheus(t, v) })
 }
 
@@ -398,4 +399,30 @@ func rulesHealthy(api string) error {
 		return fmt.Errorf("no rules loaded")
 	}
 	return nil
+}
+
+// checkDocumented fails unless docs/operations.md's metrics table lists
+// exactly the vouch families vouch exports.
+func checkDocumented(t *testing.T, e *exposition) {
+	data, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if name, ok := strings.CutPrefix(line, "| `vouch_"); ok {
+			name, _, _ = strings.Cut(name, "`")
+			documented["vouch_"+name] = true
+		}
+	}
+	for name := range e.families {
+		if strings.HasPrefix(name, "vouch_") && !documented[name] {
+			t.Errorf("%s is exported but not in docs/operations.md's metrics table", name)
+		}
+	}
+	for name := range documented {
+		if e.families[name] == nil {
+			t.Errorf("docs/operations.md documents %s, which vouch does not export", name)
+		}
+	}
 }
