@@ -1,0 +1,325 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/vouch-mail/vouch/checks/dnstest"
+)
+
+// The load: each worker opens SMTP sessions one after another. Half the
+// sessions are from a client whose HELO matches its rDNS (accepted under
+// any preset); the other half say HELO mail.other.test from 127.0.0.10,
+// which standard records and strict refuses at RCPT: so each reply shows
+// which configuration its session runs under.
+const (
+	loadWorkers = 50
+	helloStrict = "550 5.7.25 HELO name mail.other.test does not match the reverse DNS of 127.0.0.10"
+)
+
+// sessionRecord is one SMTP session of the load, as its client saw it.
+type sessionRecord struct {
+	dial, negotiated, end time.Time
+	mismatch              bool   // the HELO mismatch kind of session
+	got                   string // "c" or the RCPT reply, the same for every message
+	err                   error  // any failure after negotiation
+	refused               bool   // the connection failed before negotiation
+}
+
+type loadRun struct {
+	addr string
+	stop atomic.Bool
+	mu   sync.Mutex
+	recs []sessionRecord
+	wg   sync.WaitGroup
+}
+
+func (l *loadRun) start() {
+	for w := 0; w < loadWorkers; w++ {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; !l.stop.Load(); i++ {
+				r := runSession(l.addr, (w+i)%2 == 1)
+				l.mu.Lock()
+				l.recs = append(l.recs, r)
+				l.mu.Unlock()
+				if r.refused {
+					// Shutting down: back off, the way an MTA retries.
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+}
+
+// runSession is one SMTP session with two messages, as Postfix drives it:
+// each message's RCPT reply, and for accepted ones, vouch's headers.
+func runSession(addr string, mismatch bool) (r sessionRecord) {
+	r.mismatch = mismatch
+	r.dial = time.Now()
+	defer func() { r.end = time.Now() }()
+	cl := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
+		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+	})
+	s, err := cl.Session()
+	if err != nil {
+		r.refused = true
+		return r
+	}
+	defer s.Close()
+	r.negotiated = time.Now()
+	helo := "mail.good.test"
+	if mismatch {
+		helo = "mail.other.test"
+	}
+	step := func(what string, a *gomilter.Action, err error) bool {
+		if err == nil && a.Code != gomilter.ActContinue {
+			err = fmt.Errorf("got %q", a.Code)
+		}
+		if err != nil {
+			r.err = fmt.Errorf("%s: %w", what, err)
+			return false
+		}
+		return true
+	}
+	if err := s.Macros(gomilter.CodeConn, "j", "mx.vouch.test"); err != nil {
+		r.err = err
+		return r
+	}
+	a, err := s.Conn("[127.0.0.10]", gomilter.FamilyInet, 1234, "127.0.0.10")
+	if !step("connect", a, err) {
+		return r
+	}
+	a, err = s.Helo(helo)
+	if !step("helo", a, err) {
+		return r
+	}
+	for msg := 0; msg < 2; msg++ {
+		a, err = s.Mail("<alice@good.test>", nil)
+		if !step("mail", a, err) {
+			return r
+		}
+		// Sessions last a little, as real ones do, so that signals land
+		// while many are under way.
+		time.Sleep(10 * time.Millisecond)
+		a, err = s.Rcpt("<user@vouch.test>", nil)
+		if err != nil {
+			r.err = fmt.Errorf("rcpt: %w", err)
+			return r
+		}
+		got := "c"
+		if a.Code == gomilter.ActReplyCode {
+			got = fmt.Sprintf("%d %s", a.SMTPCode, a.SMTPText)
+		} else if a.Code != gomilter.ActContinue {
+			got = string(rune(a.Code))
+		}
+		if msg > 0 && got != r.got {
+			r.err = fmt.Errorf("message 2 got %q, message 1 %q", got, r.got)
+			return r
+		}
+		r.got = got
+		if got == "c" {
+			mods, a, err := s.End()
+			if !step("end of message", a, err) {
+				return r
+			}
+			ar := ""
+			for _, m := range mods {
+				if m.Code == gomilter.ActInsertHeader && m.HeaderName == "Authentication-Results" {
+					ar = m.HeaderValue
+				}
+			}
+			if !strings.Contains(ar, "iprev=pass") || !strings.Contains(ar, "spf=pass smtp.mailfrom=alice@good.test") {
+				r.err = fmt.Errorf("accepted message without vouch's header: %q", ar)
+				return r
+			}
+		}
+		if err := s.Abort(); err != nil {
+			r.err = fmt.Errorf("abort: %w", err)
+			return r
+		}
+	}
+	return r
+}
+
+func (l *loadRun) records() []sessionRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]sessionRecord(nil), l.recs...)
+}
+
+// waitMetric polls vouch's metrics until a line equals want.
+func waitMetric(t *testing.T, url, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, line := range strings.Split(scrape(t, url), "\n") {
+			if line == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics never showed %q", want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReloadAndShutdownUnderLoad: with 50 clients looping SMTP sessions
+// against a vouch child process, a SIGHUP with a valid configuration and
+// one with an invalid configuration drop no session and every reply is
+// the one of the configuration in force when its session started; then
+// SIGTERM lets the sessions under way finish, with their headers, refuses
+// new connections, and vouch exits 0.
+func TestReloadAndShutdownUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test")
+	}
+	dns := dnstest.New(t, zone)
+	cfg := filepath.Join(t.TempDir(), "vouch.yaml")
+	writeConfig(t, cfg, dns.Addr, "standard")
+	port, mport := freePort(t), freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
+	c := startChild(t, "-config", cfg, "-milter.listen", fmt.Sprintf("inet:%d@127.0.0.1", port),
+		"-metrics.listen", fmt.Sprintf("127.0.0.1:%d", mport))
+
+	l := &loadRun{addr: addr}
+	l.start()
+	defer func() { l.stop.Store(true); l.wg.Wait() }()
+	const phase = 1500 * time.Millisecond
+	time.Sleep(phase)
+
+	// A valid reload: standard -> strict.
+	writeConfig(t, cfg, dns.Addr, "strict")
+	hup1 := time.Now()
+	c.signal(syscall.SIGHUP)
+	waitMetric(t, metricsURL, `vouch_config_reloads_total{result="success"} 2`)
+	reloaded := time.Now()
+	time.Sleep(phase)
+
+	// An invalid one: strict stays.
+	if err := os.WriteFile(cfg, []byte("policy:\n  preset: paranoid\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup2 := time.Now()
+	c.signal(syscall.SIGHUP)
+	waitMetric(t, metricsURL, `vouch_config_reloads_total{result="failure"} 1`)
+	time.Sleep(phase)
+
+	term := time.Now()
+	c.signal(syscall.SIGTERM)
+	var exitErr error
+	select {
+	case exitErr = <-c.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("vouch did not exit after SIGTERM")
+	}
+	exited := time.Now()
+	l.stop.Store(true)
+	l.wg.Wait()
+	if exitErr != nil {
+		t.Fatalf("vouch exited with %v, want status 0", exitErr)
+	}
+
+	recs := l.records()
+	var failures []string
+	fail := func(format string, args ...any) {
+		failures = append(failures, fmt.Sprintf(format, args...))
+	}
+	var (
+		n, refused, acrossHUP, acrossBadHUP, acrossTERM, finishedAfterTERM int
+		standardSeen, strictSeen                                           int
+	)
+	for _, r := range recs {
+		if r.refused {
+			refused++
+			if r.dial.Before(term) {
+				fail("connection refused before SIGTERM (dialled %v before it)", term.Sub(r.dial))
+			}
+			continue
+		}
+		n++
+		if r.err != nil {
+			fail("session started at %v dropped or failed: %v", r.negotiated.Format(time.StampMilli), r.err)
+			continue
+		}
+		if r.negotiated.Before(hup1) && r.end.After(hup1) {
+			acrossHUP++
+		}
+		if r.negotiated.Before(hup2) && r.end.After(hup2) {
+			acrossBadHUP++
+		}
+		if r.negotiated.Before(term) && r.end.After(term) {
+			acrossTERM++
+			if r.end.After(exited) {
+				fail("session finished after vouch exited")
+			}
+		}
+		if r.negotiated.After(term) {
+			finishedAfterTERM++
+		}
+		want := []string{"c"}
+		if r.mismatch {
+			switch {
+			case r.negotiated.Before(hup1):
+				want = []string{"c"} // standard
+			case r.dial.After(reloaded):
+				want = []string{helloStrict}
+			default: // the reload happened while this session was being set up
+				want = []string{"c", helloStrict}
+			}
+		}
+		ok := false
+		for _, w := range want {
+			ok = ok || r.got == w
+		}
+		if !ok {
+			fail("session %v..%v (HUP at %v, reloaded by %v): got %q, want one of %q",
+				r.negotiated.Format(time.StampMilli), r.end.Format(time.StampMilli),
+				hup1.Format(time.StampMilli), reloaded.Format(time.StampMilli), r.got, want)
+		}
+		if r.mismatch && r.got == "c" {
+			standardSeen++
+		}
+		if r.mismatch && r.got == helloStrict {
+			strictSeen++
+		}
+	}
+	if len(failures) > 0 {
+		t.Errorf("%d of %d sessions went wrong; the first:\n%s", len(failures), len(recs),
+			strings.Join(failures[:min(10, len(failures))], "\n"))
+	}
+	t.Logf("%d sessions (%d under standard, %d under strict among the HELO-mismatch half); "+
+		"under way at the good SIGHUP %d, at the bad SIGHUP %d, at SIGTERM %d; "+
+		"started after SIGTERM, before the listener closed %d; refused after SIGTERM %d; exit %v after SIGTERM",
+		n, standardSeen, strictSeen, acrossHUP, acrossBadHUP, acrossTERM, finishedAfterTERM, refused, exited.Sub(term).Round(time.Millisecond))
+	// Guard against a test that proves nothing: signals must have landed
+	// on sessions under way, and each configuration must have answered.
+	if acrossHUP == 0 || acrossBadHUP == 0 || acrossTERM == 0 || standardSeen == 0 || strictSeen == 0 {
+		t.Errorf("the load did not overlap the signals: %d %d %d, standard %d strict %d",
+			acrossHUP, acrossBadHUP, acrossTERM, standardSeen, strictSeen)
+	}
+	if refused == 0 {
+		t.Error("no connection attempt after SIGTERM was refused")
+	}
+	if log := c.logText(); !strings.Contains(log, "vouch stopped") || strings.Contains(log, "shutdown timeout reached") {
+		t.Errorf("shutdown was not clean:\n%s", tail(log, 20))
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
