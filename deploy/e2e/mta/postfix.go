@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -52,14 +53,6 @@ func StartPostfix(t testing.TB, o Options) Server {
 		t.Fatalf("postfix: %v", err)
 	}
 	s := &postfixServer{o: opts, dir: instanceDir(t, "postfix"), log: &logBuffer{}}
-	started := time.Now()
-	err = s.prepare()
-	if err == nil {
-		err = retryPorts(func(port int) error {
-			s.port = port
-			return s.start()
-		})
-	}
 	t.Cleanup(func() {
 		if err := s.Stop(); err != nil {
 			t.Errorf("postfix: stop: %v", err)
@@ -68,6 +61,17 @@ func StartPostfix(t testing.TB, o Options) Server {
 			t.Logf("postfix log (%s):\n%s", s.dir, logTail(s.Log(), 60))
 		}
 	})
+	started := time.Now()
+	err = s.prepare()
+	if err == nil {
+		err = retryPorts(func(port int) error {
+			s.port = port
+			return s.start()
+		})
+	}
+	if errors.Is(err, syscall.EPERM) {
+		unavailable(t, "postfix: cannot run in a private mount namespace (needs CAP_SYS_ADMIN): %v", err)
+	}
 	if err != nil {
 		t.Fatalf("postfix: %v\nlog:\n%s", err, logTail(s.Log(), 40))
 	}

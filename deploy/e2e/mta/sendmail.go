@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -66,14 +67,6 @@ func StartSendmail(t testing.TB, o Options) Server {
 		t.Fatalf("sendmail: %v", err)
 	}
 	s := &sendmailServer{o: opts, root: root, dir: instanceDir(t, "sendmail"), log: &logBuffer{}}
-	started := time.Now()
-	err = s.prepare()
-	if err == nil {
-		err = retryPorts(func(port int) error {
-			s.port = port
-			return s.start()
-		})
-	}
 	t.Cleanup(func() {
 		if err := s.Stop(); err != nil {
 			t.Errorf("sendmail: stop: %v", err)
@@ -82,6 +75,17 @@ func StartSendmail(t testing.TB, o Options) Server {
 			t.Logf("sendmail log (%s):\n%s", s.dir, logTail(s.Log(), 60))
 		}
 	})
+	started := time.Now()
+	err = s.prepare()
+	if err == nil {
+		err = retryPorts(func(port int) error {
+			s.port = port
+			return s.start()
+		})
+	}
+	if errors.Is(err, syscall.EPERM) {
+		unavailable(t, "sendmail: cannot run in a private mount namespace (needs CAP_SYS_ADMIN): %v", err)
+	}
 	if err != nil {
 		t.Fatalf("sendmail: %v\nlog:\n%s", err, logTail(s.Log(), 40))
 	}
