@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	gomilter "github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +30,7 @@ import (
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/metrics"
+	"github.com/vouch-mail/vouch/milter/textsafe"
 )
 
 // FuzzMilterStream writes an arbitrary byte stream, as an MTA would send
@@ -386,6 +389,113 @@ func printable(s string) error {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c > 0x7e {
 			return fmt.Errorf("byte %#x at %d", c, i)
+		}
+	}
+	return nil
+}
+
+// TestClientStringsInJSONLogs: with log.format json, as with text, no
+// client string reaches a log line raw. Each line is one valid JSON object
+// and every string in it, once decoded by a log pipeline, is printable
+// ASCII: a CR, LF, ESC or 8-bit byte in HELO or MAIL FROM cannot forge a
+// line or a terminal escape downstream of the JSON decoder.
+func TestClientStringsInJSONLogs(t *testing.T) {
+	logs := &logBuffer{}
+	jsonLog := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e := newEnv(t, preset("strict"), func(_ *milter.Settings, o *milter.Options) { o.Logger = jsonLog })
+	prev, prevFlags := log.Writer(), log.Flags()
+	log.SetFlags(0)
+	log.SetOutput(milter.LibraryLog(jsonLog, e.metrics))
+	defer func() { log.SetOutput(prev); log.SetFlags(prevFlags) }()
+
+	evilHelo := "evil\r\n{\"level\":\"INFO\",\"msg\":\"forged\"}\u2028\x1b[31m\xff\"\\%" + strings.Repeat("x", 1000)
+	evilSender := "a\"b\\c\n{\"msg\":\"x\"}%00\x7f@other.test"
+	m := e.connect("127.0.0.13")
+	m.helo(evilHelo, "continue")
+	m.mail(evilSender, "continue", "i", "Q\r\nID")
+	act := m.must(m.s.Rcpt("<user@vouch.test>", nil))
+	if act.Code != gomilter.ActReplyCode || act.SMTPCode != 550 {
+		t.Fatalf("got %q, want a 550", reply(act))
+	}
+	// Exempt by its local part: logged with the recipient.
+	m.rcpt("postmaster@vouch.test\r\nX", "continue")
+	// A protocol error go-milter reports itself: an unknown command code.
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(append(packet('O', make([]byte, 12)), packet(0x1b, []byte("[31m"))...))
+	io.Copy(io.Discard, c)
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "go-milter") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	var decision, exempt, library map[string]any
+	for i, line := range strings.Split(strings.TrimSuffix(logs.String(), "\n"), "\n") {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatalf("line %d is not one JSON object: %v\n%q", i+1, err, line)
+		}
+		if err := noControls(obj); err != nil {
+			t.Errorf("line %d: %v\n%s", i+1, err, line)
+		}
+		for _, k := range []string{"helo", "sender", "queue_id", "rcpt", "err"} {
+			if v, ok := obj[k].(string); ok && printable(v) != nil {
+				t.Errorf("line %d: %s=%q: %v", i+1, k, v, printable(v))
+			}
+		}
+		switch obj["msg"] {
+		case "decision":
+			decision = obj
+		case "milter connection error":
+			library = obj
+		case "exempt recipient accepted despite the verdict":
+			exempt = obj
+		case "forged":
+			t.Errorf("line %d forged by a client: %s", i+1, line)
+		}
+	}
+	if decision == nil || decision["helo"] != textsafe.Log(evilHelo) || decision["sender"] != textsafe.Log(evilSender) ||
+		decision["queue_id"] != "Q%0D%0AID" {
+		t.Errorf("decision line does not carry the escaped client strings: %v", decision)
+	}
+	if exempt == nil || exempt["rcpt"] != "postmaster@vouch.test%0D%0AX" {
+		t.Errorf("exempt recipient line: %v", exempt)
+	}
+	if library == nil || library["err"] != "Unrecognized command code: %1B" {
+		t.Errorf("go-milter's error line: %v", library)
+	}
+}
+
+// noControls checks every string in a decoded JSON value for characters
+// that end or rewrite a line on a terminal or in a line-based pipeline:
+// C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+// (vouch's own values may hold other non-ASCII, e.g. the "µs" of a
+// duration; client strings are checked to be ASCII on their own.)
+func noControls(v any) error {
+	switch x := v.(type) {
+	case string:
+		for _, r := range x {
+			if r < 0x20 || r >= 0x7f && r <= 0x9f || r == 0x2028 || r == 0x2029 || r == utf8.RuneError {
+				return fmt.Errorf("character %U in %q", r, x)
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			if err := noControls(k); err != nil {
+				return err
+			}
+			if err := noControls(e); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if err := noControls(e); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
