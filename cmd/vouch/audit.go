@@ -561,7 +561,7 @@ func (a *auditor) smtpFindings(rev iprev.Result, p *smtpProbe) {
 			a.rep.add("smtp_starttls", statusPass, "STARTTLS offered; extensions: "+strings.Join(exts, ", "), "")
 		} else {
 			a.rep.add("smtp_starttls", statusWarn, "no STARTTLS: mail to this server travels in clear; extensions: "+strings.Join(exts, ", "),
-				"offer STARTTLS (Postfix: smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_security_level = may)")
+				"offer STARTTLS (Postfix: smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_security_level = may; Sendmail: confSERVER_CERT, confSERVER_KEY)")
 		}
 	}
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,23 +9,17 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vouch-mail/vouch/checks/dnstest"
+	"github.com/vouch-mail/vouch/deploy/e2e/mta"
 )
 
 // The world of the audit tests: the outgoing servers being audited.
@@ -37,6 +30,7 @@ import (
 //	127.0.0.23  two PTR names, both confirmed
 //	127.0.0.24  its reverse zone answers SERVFAIL
 //	127.0.0.30  mx.postfix.test, the private Postfix's name
+//	127.0.0.31  mx.sendmail.test, the private Sendmail's name
 //	::20        mail6.good.test
 var auditZone = `
 $ORIGIN test.
@@ -57,6 +51,7 @@ broken        TXT   "v=spf1 frobnicate -all"
 softhelo      A     127.0.0.20
 softhelo      TXT   "v=spf1 ~all"
 mx.postfix    A     127.0.0.30
+mx.sendmail   A     127.0.0.31
 mail6.good    AAAA  ::20
 mail6.good    TXT   "v=spf1 a -all"
 20.0.0.127.in-addr.arpa. PTR mail.good.test.
@@ -64,6 +59,7 @@ mail6.good    TXT   "v=spf1 a -all"
 23.0.0.127.in-addr.arpa. PTR a.multi.test.
 23.0.0.127.in-addr.arpa. PTR b.multi.test.
 30.0.0.127.in-addr.arpa. PTR mx.postfix.test.
+31.0.0.127.in-addr.arpa. PTR mx.sendmail.test.
 ` + dnstest.ReverseName("::20") + ` PTR mail6.good.test.
 `
 
@@ -363,17 +359,20 @@ func TestAuditSMTPConnectFails(t *testing.T) {
 func TestAuditPostfix(t *testing.T) {
 	d := newAuditDNS(t)
 	tests := []struct {
-		name   string
-		params map[string]string
-		tls    bool
-		want   want
+		name     string
+		params   map[string]string
+		hostname string
+		tls      bool
+		want     want
 		// dialogue holds lines the text output's dialogue must show.
 		dialogue []string
 	}{
 		{"VRFY enabled, named as its rDNS, STARTTLS", map[string]string{
 			"disable_vrfy_command": "no",
-			"myhostname":           "mx.postfix.test",
-		}, true, want{
+			// Local delivery for its own name, as Debian's default
+			// main.cf has it: local recipients are known.
+			"mydestination": "$myhostname",
+		}, "mx.postfix.test", true, want{
 			"smtp_banner":   "pass|banner name mx.postfix.test is the rDNS name of 127.0.0.30|",
 			"smtp_ehlo":     "pass|EHLO name mx.postfix.test is the rDNS name of 127.0.0.30|",
 			"smtp_starttls": "pass|STARTTLS offered; extensions: PIPELINING, SIZE 10240000, VRFY, ETRN, STARTTLS, ENHANCEDSTATUSCODES, 8BITMIME, DSN, SMTPUTF8, CHUNKING|",
@@ -395,14 +394,19 @@ func TestAuditPostfix(t *testing.T) {
 			"  -> QUIT",
 			"  <- 221 2.0.0 Bye",
 		}},
+		{"VRFY enabled on a relay", map[string]string{
+			"disable_vrfy_command": "no",
+		}, "mx.postfix.test", false, want{
+			// No local recipients: every address gets 252.
+			"smtp_vrfy": "pass|VRFY postmaster: 252 2.0.0 postmaster; VRFY vouch-audit-no-such-user: 252 2.0.0 vouch-audit-no-such-user|",
+		}, nil},
 		{"VRFY disabled, another name, no STARTTLS", map[string]string{
 			"disable_vrfy_command": "yes",
-			"myhostname":           "relay.elsewhere.test",
-		}, false, want{
+		}, "relay.elsewhere.test", false, want{
 			"smtp_connect":  "pass",
 			"smtp_banner":   "warn|banner name relay.elsewhere.test is not the rDNS name mx.postfix.test of 127.0.0.30|set the banner name (Postfix: myhostname, used by smtpd_banner) to mx.postfix.test",
 			"smtp_ehlo":     "warn|EHLO name relay.elsewhere.test is not the rDNS name mx.postfix.test of 127.0.0.30|set the name your MTA answers EHLO with (Postfix: myhostname) to mx.postfix.test",
-			"smtp_starttls": "warn|no STARTTLS: mail to this server travels in clear; extensions: PIPELINING, SIZE 10240000, ETRN, ENHANCEDSTATUSCODES, 8BITMIME, DSN, SMTPUTF8, CHUNKING|offer STARTTLS (Postfix: smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_security_level = may)",
+			"smtp_starttls": "warn|no STARTTLS: mail to this server travels in clear; extensions: PIPELINING, SIZE 10240000, ETRN, ENHANCEDSTATUSCODES, 8BITMIME, DSN, SMTPUTF8, CHUNKING|offer STARTTLS (Postfix: smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_security_level = may; Sendmail: confSERVER_CERT, confSERVER_KEY)",
 			"smtp_vrfy":     "pass|VRFY postmaster: 502 5.5.1 VRFY command is disabled; VRFY vouch-audit-no-such-user: 502 5.5.1 VRFY command is disabled|",
 			"smtp_expn":     "pass|EXPN postmaster: 500 5.5.2 Error: command not recognized|",
 		}, []string{
@@ -412,7 +416,7 @@ func TestAuditPostfix(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			addr := startPostfix(t, tc.params, tc.tls)
+			addr := startPostfix(t, tc.hostname, tc.params, tc.tls)
 			code, rep, out := audit(t, d, "--ip", "127.0.0.30", "--helo", "mx.postfix.test", "--domain", "good.test", "--smtp", addr)
 			checkFindings(t, rep, tc.want)
 			if f, _ := findingOf(rep, "smtp_connect"); f.Seen != addr+" greets with 220 mx.postfix.test ESMTP Postfix" &&
@@ -441,8 +445,7 @@ func TestAuditPostfix(t *testing.T) {
 // receive mail; the dialogue stops there.
 func TestAuditPostfixRefusesUs(t *testing.T) {
 	d := newAuditDNS(t)
-	addr := startPostfix(t, map[string]string{
-		"myhostname":                "mx.postfix.test",
+	addr := startPostfix(t, "mx.postfix.test", map[string]string{
 		"smtpd_delay_reject":        "no",
 		"smtpd_client_restrictions": "reject",
 	}, false)
@@ -459,9 +462,48 @@ func TestAuditPostfixRefusesUs(t *testing.T) {
 	}
 }
 
-// TestVRFYFindings is the VRFY/EXPN judgement over the answers a server
-// can give. Postfix never answers 250 or 251 (see TestAuditPostfix); the
-// codes below are what RFC 5321 §3.5.3 allows.
+// TestAuditSendmail: Sendmail 8.17 answers VRFY and EXPN with 250 unless
+// PrivacyOptions forbid them: the fail that Postfix cannot produce.
+func TestAuditSendmail(t *testing.T) {
+	d := newAuditDNS(t)
+	tests := []struct {
+		name string
+		mc   []string
+		want want
+	}{
+		{"default privacy options", nil, want{
+			"smtp_banner": "pass",
+			"smtp_ehlo":   "pass",
+			"smtp_vrfy": "fail|VRFY postmaster: 250 2.1.5 <postmaster@mx.sendmail.test>; VRFY vouch-audit-no-such-user: 250 2.1.5 <vouch-audit-no-such-user@mx.sendmail.test> (250/251 disclose addresses)|" +
+				"disable VRFY (Postfix: disable_vrfy_command = yes; Sendmail: PrivacyOptions novrfy)",
+			"smtp_expn": "fail|EXPN postmaster: 250 2.1.5 <root@mx.sendmail.test> (discloses list members)|" +
+				"disable EXPN (Sendmail: PrivacyOptions noexpn; Postfix has no EXPN)",
+		}},
+		{"novrfy, noexpn", []string{"define(`confPRIVACY_FLAGS', `authwarnings,novrfy,noexpn')dnl"}, want{
+			"smtp_vrfy": "pass|VRFY postmaster: 252 2.5.2 Cannot VRFY user; try RCPT to attempt delivery (or try finger); " +
+				"VRFY vouch-audit-no-such-user: 252 2.5.2 Cannot VRFY user; try RCPT to attempt delivery (or try finger)|",
+			"smtp_expn": "pass|EXPN postmaster: 502 5.7.0 Sorry, we do not allow this operation|",
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := mta.StartSendmail(t, mta.Options{Domain: "sendmail.test", SendmailMC: tc.mc})
+			code, rep, out := audit(t, d, "--ip", "127.0.0.31", "--helo", "mx.sendmail.test", "--domain", "good.test", "--smtp", s.SMTPAddr())
+			checkFindings(t, rep, tc.want)
+			if code != exitFindings {
+				t.Errorf("exit %d", code)
+			}
+			if t.Failed() {
+				t.Logf("output:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestVRFYFindings is the VRFY/EXPN judgement over the answers RFC 5321
+// §3.5.3 allows, beyond those the real Postfix and Sendmail above give
+// (251, a catch-all 250, a connection lost).
 func TestVRFYFindings(t *testing.T) {
 	step := func(code int, text string) *smtpStep {
 		return &smtpStep{Code: code, Reply: []string{strconv.Itoa(code) + " " + text}}
@@ -583,211 +625,24 @@ func FuzzReadReply(f *testing.F) {
 	})
 }
 
-// startPostfix runs a private Postfix: its own config, queue and data
-// directories, master(8) as a child of the test, smtpd on a free
-// 127.0.0.1 port, main.cf parameters params over a minimal base, STARTTLS
-// with a fresh self-signed certificate when tls. It returns the smtpd
-// address; Postfix stops at cleanup. Without Postfix (or root) the test is
-// skipped, unless VOUCH_E2E=1.
-func startPostfix(t *testing.T, params map[string]string, tls bool) string {
+// startPostfix runs a private Postfix (deploy/e2e/mta) named hostname,
+// without a milter, with main.cf params on top of the harness's; with tls,
+// it offers STARTTLS with a fresh self-signed certificate. It returns the
+// smtpd address.
+func startPostfix(t *testing.T, hostname string, params map[string]string, tls bool) string {
 	t.Helper()
-	unavailable := func(why string) {
-		t.Helper()
-		if os.Getenv("VOUCH_E2E") == "1" {
-			t.Fatalf("%s (VOUCH_E2E=1 requires the end-to-end tests)", why)
-		}
-		t.Skip(why)
-	}
-	if _, err := os.Stat("/usr/sbin/postfix"); err != nil {
-		unavailable("postfix not installed (/usr/sbin/postfix): apt-get install postfix")
-	}
-	if os.Geteuid() != 0 {
-		unavailable("a private Postfix needs root (master(8) drops to the postfix user)")
-	}
-	defs := map[string]string{}
-	for _, name := range []string{"daemon_directory", "mail_owner", "setgid_group"} {
-		v, err := exec.Command("/usr/sbin/postconf", "-dh", name).Output()
-		if err != nil {
-			t.Fatalf("postconf -dh %s: %v", name, err)
-		}
-		defs[name] = strings.TrimSpace(string(v))
-	}
-	owner, err := user.Lookup(defs["mail_owner"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	group, err := user.LookupGroup(defs["setgid_group"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(owner.Uid)
-	gid, _ := strconv.Atoi(group.Gid)
-
-	// Not t.TempDir: its parent is private to root, and Postfix's
-	// daemons, running as the postfix user, must reach the queue.
-	dir, err := os.MkdirTemp("", "vouch-audit-postfix-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	mkdir := func(path string, mode os.FileMode, uid, gid int) {
-		t.Helper()
-		if err := os.MkdirAll(path, mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(path, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(path, mode); err != nil { // the umask filtered MkdirAll's
-			t.Fatal(err)
-		}
-	}
-	mkdir(dir, 0o755, 0, 0)
-	etc, queue, data := filepath.Join(dir, "etc"), filepath.Join(dir, "queue"), filepath.Join(dir, "data")
-	mkdir(etc, 0o755, 0, 0)
-	mkdir(queue, 0o755, 0, 0)
-	mkdir(data, 0o700, uid, 0)
-	// The queue tree as post-install(1) makes it.
-	mkdir(filepath.Join(queue, "pid"), 0o755, 0, 0)
-	mkdir(filepath.Join(queue, "maildrop"), 0o730, uid, gid)
-	mkdir(filepath.Join(queue, "public"), 0o710, uid, gid)
-	for _, q := range []string{"active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming", "private", "saved", "trace"} {
-		mkdir(filepath.Join(queue, q), 0o700, uid, 0)
-	}
-
-	main := map[string]string{
-		"compatibility_level": "3.6",
-		"queue_directory":     queue,
-		"data_directory":      data,
-		"mydomain":            "postfix.test",
-		"mydestination":       "$myhostname",
-		"alias_maps":          "",
-		"alias_database":      "",
-		"inet_interfaces":     "loopback-only",
-		"inet_protocols":      "ipv4",
-		// No DNS from Postfix itself: the test is hermetic.
-		"smtpd_peername_lookup": "no",
-		"disable_dns_lookups":   "yes",
-		"smtp_host_lookup":      "native",
-		// The log goes to master's output, which the test keeps.
-		"maillog_file": "/dev/stdout",
+	main := map[string]string{}
+	for k, v := range params {
+		main[k] = v
 	}
 	if tls {
-		cert, key := selfSigned(t, etc, params["myhostname"])
+		cert, key := selfSigned(t, t.TempDir(), hostname)
 		main["smtpd_tls_cert_file"] = cert
 		main["smtpd_tls_key_file"] = key
 		main["smtpd_tls_security_level"] = "may"
 	}
-	for k, v := range params {
-		main[k] = v
-	}
-	var cf strings.Builder
-	keys := make([]string, 0, len(main))
-	for k := range main {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(&cf, "%s = %s\n", k, main[k])
-	}
-	if err := os.WriteFile(filepath.Join(etc, "main.cf"), []byte(cf.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	// A port taken between freePort and master's bind is retried.
-	for attempt := 1; ; attempt++ {
-		port := freePort(t)
-		master := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
-anvil     unix - - n - 1 anvil
-rewrite   unix - - n - - trivial-rewrite
-proxymap  unix - - n - - proxymap
-tlsmgr    unix - - n 1000? 1 tlsmgr
-postlog   unix-dgram n - n - 1 postlogd
-`, port)
-		if err := os.WriteFile(filepath.Join(etc, "master.cf"), []byte(master), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		addr, err := runMaster(t, defs["daemon_directory"], etc, port)
-		if err == nil {
-			return addr
-		}
-		if !errors.Is(err, errPortTaken) || attempt == 3 {
-			t.Fatal(err)
-		}
-	}
-}
-
-var errPortTaken = errors.New("port taken")
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// runMaster starts master(8) in the foreground (-d) and waits until its
-// smtpd port accepts connections.
-func runMaster(t *testing.T, daemonDir, etc string, port int) (string, error) {
-	t.Helper()
-	out := &syncBuffer{}
-	cmd := exec.Command(filepath.Join(daemonDir, "master"), "-c", etc, "-d", "-s")
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		// master's SIGTERM handler stops its children too.
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			if strings.Contains(out.String(), "Address already in use") {
-				return "", errPortTaken
-			}
-			return "", fmt.Errorf("postfix master exited (%v):\n%s", err, out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", fmt.Errorf("postfix smtpd not listening on %s after 30 s:\n%s", addr, out.String())
-		}
-	}
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			t.Logf("postfix log:\n%s", out.String())
-		}
-	})
-	return addr, nil
+	s := mta.StartPostfix(t, mta.Options{Domain: "postfix.test", Hostname: hostname, PostfixMain: main})
+	return s.SMTPAddr()
 }
 
 // selfSigned writes a certificate and key for name into dir.
