@@ -44,6 +44,8 @@ type fixtureSession struct {
 	Addr   string              // SMFIC_CONNECT address
 	Cmds   []string            // command letters in order: "O", "C", "H", ...
 	Hdrs   []string            // header names sent with SMFIC_HEADER, in order
+	Helos  []string            // SMFIC_HELO arguments, in order
+	Mails  []string            // SMFIC_MAIL first arguments (the sender), in order
 	Macros map[byte][][]string // SMFIC_MACRO per stage letter, each as name,value pairs
 }
 
@@ -118,6 +120,8 @@ func (s *fixtureSession) clone() *fixtureSession {
 	c := *s
 	c.Cmds = append([]string(nil), s.Cmds...)
 	c.Hdrs = append([]string(nil), s.Hdrs...)
+	c.Helos = append([]string(nil), s.Helos...)
+	c.Mails = append([]string(nil), s.Mails...)
 	c.Macros = map[byte][][]string{}
 	for k, v := range s.Macros {
 		c.Macros[k] = append([][]string(nil), v...)
@@ -233,6 +237,11 @@ func (c *sniffConn) record(cmd byte, data []byte) {
 		}
 		s.Macros[data[0]] = append(s.Macros[data[0]], kv)
 		s.Cmds[len(s.Cmds)-1] = "D" + string(data[0])
+	case 'H':
+		s.Helos = append(s.Helos, string(bytes.TrimSuffix(data, []byte{0})))
+	case 'M':
+		from, _, _ := bytes.Cut(data, []byte{0})
+		s.Mails = append(s.Mails, string(from))
 	case 'L':
 		name, _, _ := bytes.Cut(data, []byte{0})
 		s.Hdrs = append(s.Hdrs, string(name))

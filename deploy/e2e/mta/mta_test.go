@@ -32,6 +32,31 @@ type expected struct {
 	// milterDown[DefaultAction]: the greeting's code, EHLO's code and the
 	// reply to MAIL FROM when the milter cannot be reached.
 	milterDown map[string][3]string
+	// hostile[i]: the reply code to hostileInputs()[i] and what the milter
+	// got ("-" for nothing: the MTA refused the command itself).
+	hostile []hostileResult
+}
+
+type hostileResult struct {
+	code   int
+	milter string
+}
+
+// hostileInputs are client-supplied strings vouch must survive; what each
+// MTA passes on is recorded in expected.hostile.
+func hostileInputs() []struct{ cmd, arg string } {
+	return []struct{ cmd, arg string }{
+		{"EHLO", `a%b"c;d`},
+		{"EHLO", "\xff\xfe.example"},
+		{"EHLO", strings.Repeat("x", 1000)},
+		{"EHLO", "a\rb"},
+		{"EHLO", "[127.0.7.5]"},
+		{"MAIL", `"a;b%c"@client.example`},
+		{"MAIL", `a%b@client.example`},
+		{"MAIL", "caf\xc3\xa9@client.example"},
+		{"MAIL", "a\xffb@client.example"},
+		{"MAIL", ""},
+	}
 }
 
 func expectFor(name string) expected {
@@ -58,6 +83,18 @@ func expectFor(name string) expected {
 				"reject":   {"554", "250", "550 5.5.0 Service unavailable"},
 				"accept":   {"220", "250", "250 2.1.0 Ok"},
 			},
+			hostile: []hostileResult{
+				{250, `a%b"c;d`},
+				{500, "-"}, // bad UTF-8 syntax
+				{250, strings.Repeat("x", 1000)},
+				{250, "a b"}, // CR became a space
+				{250, "[127.0.7.5]"},
+				{250, `<"a;b%c"@client.example>`},
+				{250, `<a%b@client.example>`},
+				{250, "<caf\xc3\xa9@client.example>"},
+				{500, "-"},
+				{250, "<>"},
+			},
 		}
 	case "sendmail":
 		return expected{
@@ -77,6 +114,18 @@ func expectFor(name string) expected {
 				"tempfail": {"220", "250", "451 4.3.2 Please try again later"},
 				"reject":   {"554", "250", "550 5.0.0 Command rejected"},
 				"accept":   {"220", "250", "250 2.1.0 <sender@client.example>... Sender ok"},
+			},
+			hostile: []hostileResult{
+				{501, "-"}, // Invalid domain name
+				{501, "-"},
+				{501, "-"},
+				{501, "-"},
+				{250, "[127.0.7.5]"},
+				{250, `<"a;b%c"@client.example>`},
+				{250, `<a%b@client.example>`},
+				{250, "<caf\xc3\xa9@client.example>"},
+				{501, "-"}, // non-printable character
+				{250, "<>"},
 			},
 		}
 	}
@@ -162,6 +211,31 @@ func TestFixtureMilter(t *testing.T) {
 				mustCode(t, c.RcptTo("carol@"+dom), 250)
 				mustCode(t, c.Rset(), 250)
 				mustCode(t, c.Quit(), 221)
+			})
+
+			t.Run("hostile client strings", func(t *testing.T) {
+				for i, in := range hostileInputs() {
+					ip := net.IPv4(127, 0, 7, byte(i+1))
+					c := Dial(t, s.SMTPAddr(), ip)
+					var r Reply
+					if in.cmd == "EHLO" {
+						r = c.Cmd("EHLO " + in.arg)
+					} else {
+						mustCode(t, c.Ehlo("client.example"), 250)
+						r = c.Cmd("MAIL FROM:<" + in.arg + ">")
+					}
+					c.Quit()
+					// The MTA talked to the milter before it replied.
+					ss := fx.session(t, ip.String())
+					got := ss.Helos
+					if in.cmd == "MAIL" {
+						got = ss.Mails
+					}
+					w := want.hostile[i]
+					if w.milter == "-" && len(got) != 0 || w.milter != "-" && (len(got) != 1 || got[0] != w.milter) || r.Code != w.code {
+						t.Errorf("%s %.40q: reply %q, milter got %.60q; want code %d, milter %.60q", in.cmd, in.arg, r, got, w.code, w.milter)
+					}
+				}
 			})
 
 			t.Run("macros", func(t *testing.T) {
