@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -65,6 +66,39 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// ioCalls counts this process's read and write system calls so far
+// (/proc/self/io syscr and syscw), -1 when unknown.
+func ioCalls() (reads, writes int) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1, -1
+	}
+	reads, writes = -1, -1
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+			reads, _ = strconv.Atoi(v)
+		}
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			writes, _ = strconv.Atoi(v)
+		}
+	}
+	return reads, writes
+}
+
+// costs reports, per op, CPU time and read and write system calls (the
+// client's, the server's and the in-process DNS server's, if it is asked).
+func costs(b *testing.B) func() {
+	cpu := cpuTime()
+	r, w := ioCalls()
+	return func() {
+		b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+		if r2, w2 := ioCalls(); r >= 0 && r2 >= 0 {
+			b.ReportMetric(float64(r2-r)/float64(b.N), "reads/op")
+			b.ReportMetric(float64(w2-w)/float64(b.N), "writes/op")
+		}
+	}
 }
 
 type discard struct{}
@@ -235,7 +269,7 @@ func BenchmarkSessionLoopback(b *testing.B) {
 		queries := d.TotalQueries()
 		b.Run(t.name, func(b *testing.B) {
 			b.ReportAllocs()
-			cpu := cpuTime()
+			done := costs(b)
 			n := 0
 			for b.Loop() {
 				n++
@@ -243,12 +277,12 @@ func BenchmarkSessionLoopback(b *testing.B) {
 					return
 				}
 			}
-			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+			done()
 		})
 		b.Run(t.name+"/parallel", func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0)))
-			cpu := cpuTime()
+			done := costs(b)
 			b.RunParallel(func(pb *testing.PB) {
 				n := 0
 				for pb.Next() {
@@ -258,7 +292,7 @@ func BenchmarkSessionLoopback(b *testing.B) {
 					}
 				}
 			})
-			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+			done()
 		})
 		if q := d.TotalQueries() - queries; q != 0 {
 			b.Errorf("%s: %d upstream DNS queries with a warm cache", t.name, q)

@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -137,7 +138,7 @@ func (srv *Server) track(c net.Conn) *trackedConn {
 	if srv.shutdown {
 		return nil
 	}
-	tc := &trackedConn{Conn: c, idle: srv.opts.IdleTimeout, closed: make(chan struct{})}
+	tc := newTrackedConn(c, srv.opts.IdleTimeout)
 	srv.conns[tc] = struct{}{}
 	srv.wg.Add(1)
 	return tc
@@ -232,6 +233,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 // tells its listener when go-milter closes it.
 type trackedConn struct {
 	net.Conn
+	// in buffers reads: go-milter reads each packet's length, then its
+	// body, two system calls a packet unbuffered.
+	in        *bufio.Reader
 	idle      time.Duration
 	deadline  time.Time // the read deadline last set; only Read uses it
 	closeOnce sync.Once
@@ -239,12 +243,30 @@ type trackedConn struct {
 	timedOut  atomic.Bool
 }
 
+// readBufferSize holds the common packets (macros, commands, a header
+// field) whole; a longer one is read in parts or straight into go-milter's
+// buffer. Idle connections keep it, so it stays small.
+const readBufferSize = 512
+
+func newTrackedConn(c net.Conn, idle time.Duration) *trackedConn {
+	tc := &trackedConn{Conn: c, idle: idle, closed: make(chan struct{})}
+	tc.in = bufio.NewReaderSize(rawReader{tc}, readBufferSize)
+	return tc
+}
+
 // idleSlack is how far past IdleTimeout a read deadline is set, so that
 // it needs moving about once per slack of activity rather than on every
 // read (two a milter packet), each move being a runtime timer update.
 func idleSlack(idle time.Duration) time.Duration { return min(idle/8, time.Second) }
 
-func (c *trackedConn) Read(p []byte) (int, error) {
+func (c *trackedConn) Read(p []byte) (int, error) { return c.in.Read(p) }
+
+// rawReader reads from the connection itself, under the idle deadline.
+type rawReader struct{ c *trackedConn }
+
+func (r rawReader) Read(p []byte) (int, error) { return r.c.read(p) }
+
+func (c *trackedConn) read(p []byte) (int, error) {
 	if c.idle > 0 {
 		if now := time.Now(); c.deadline.Sub(now) < c.idle {
 			c.deadline = now.Add(c.idle + idleSlack(c.idle))
