@@ -293,6 +293,7 @@ func (s session) MailFrom(from string, m *milter.Modifier) (resp milter.Response
 func (s session) RcptTo(rcpt string, m *milter.Modifier) (resp milter.Response, err error) {
 	c := s.c
 	defer c.guard("rcpt", &resp, &err)
+	c.queueID(m)
 	if c.exempt != "" || c.tx == nil || c.tx.exempt != "" {
 		return respContinue, nil
 	}
@@ -321,6 +322,7 @@ func decisionReply(d policy.Decision) *reply {
 func (s session) Header(name, value string, m *milter.Modifier) (resp milter.Response, err error) {
 	c := s.c
 	defer c.guard("header", &resp, &err)
+	c.queueID(m)
 	if c.tx == nil || c.exempt != "" || !c.set.RemoveForgedAuthRes || !strings.EqualFold(name, "Authentication-Results") {
 		return respContinue, nil
 	}
@@ -342,6 +344,7 @@ func (s session) BodyChunk(chunk []byte, m *milter.Modifier) (milter.Response, e
 func (s session) Body(m *milter.Modifier) (resp milter.Response, err error) {
 	c := s.c
 	defer c.guard("eom", &resp, &err)
+	c.queueID(m)
 	if c.exempt != "" || c.tx == nil || c.tx.exempt != "" {
 		return respContinue, nil
 	}
@@ -357,7 +360,20 @@ func (s session) Body(m *milter.Modifier) (resp milter.Response, err error) {
 			return nil, err
 		}
 	}
+	// Postfix gives the queue id only after the first accepted RCPT, so
+	// the decision line may lack it: this line ties the two together.
+	c.log.Info("message accepted", "queue_id", textsafe.Log(c.tx.queueID),
+		"sender", textsafe.Log(orNullSender(c.tx.sender)), "action", c.tx.decision.Action.String(),
+		"results", findingsText(c.tx.results))
 	return respContinue, nil
+}
+
+// queueID takes the MTA's queue id (macro i) when it first appears:
+// Sendmail sends it with MAIL, Postfix from a later stage.
+func (c *conn) queueID(m *milter.Modifier) {
+	if c.tx != nil && c.tx.queueID == "" {
+		c.tx.queueID = m.Macros["i"]
+	}
 }
 
 func (s session) Abort(m *milter.Modifier) (err error) {
