@@ -222,7 +222,15 @@ func TestVouchBehindRealMTAs(t *testing.T) {
 				s.accepted("RCPT", s.c.RcptTo("pass@"+dom))
 				s.data(mta.SimpleMessage("alice@good.test", "pass@"+dom, "pass", "hello"))
 				s.c.Quit()
-				sameFields(t, top(t, m.Mailbox(t, "pass", 1, time.Minute)[0]),
+				msg := m.Mailbox(t, "pass", 1, time.Minute)[0]
+				// The log line of the accepted message carries the MTA's
+				// queue id, as its own Received field does.
+				_, after, _ := strings.Cut(msg.Get("Received"), " id ")
+				qid := strings.Fields(after + " ")[0]
+				if qid == "" || !strings.Contains(v.logs.String(), `msg="message accepted" conn=`) || !strings.Contains(v.logs.String(), "queue_id="+qid) {
+					t.Errorf("no accepted-message log line with queue id %q", qid)
+				}
+				sameFields(t, top(t, msg),
 					"Authentication-Results: "+id+";\n\tiprev=pass policy.iprev=127.0.2.10;\n\tspf=pass smtp.mailfrom=alice@good.test;\n\tspf=pass smtp.helo=mail.good.test",
 					"Received-SPF: pass ("+id+": domain of alice@good.test designates\n\t127.0.2.10 as permitted sender) client-ip=127.0.2.10;\n\tenvelope-from=\"alice@good.test\"; helo=mail.good.test; identity=mailfrom;\n\treceiver="+id+"; mechanism=\"ip4:127.0.2.10\"")
 			})
