@@ -554,9 +554,12 @@ func (r checkReport) writeText(w io.Writer) {
 	if r.Exempt == "" {
 		r.writeIprev(c)
 		r.writeHelo(c)
-		if r.SPF != nil {
+		switch {
+		case r.SPF != nil:
 			writeSPF(c, "spf", r.SPF)
-		} else {
+		case r.Reply != "" && (r.Decision.Stage == "connect" || r.Decision.Stage == "helo"):
+			c.line("spf", "-", "not checked: refused before MAIL FROM")
+		default:
 			c.line("spf", "-", "not checked (checks.spf.enabled is off)")
 		}
 		if r.SPFHelo != nil {

@@ -210,6 +210,16 @@ func TestCheckOutcomes(t *testing.T) {
 			"policy   standard, decided at mail",
 			"reply    550 5.7.23 SPF: 127.0.0.13 is not allowed to send mail from good.test  (to MAIL FROM)",
 		}, nil},
+		{"decided at HELO", "  preset: strict\n  decide_at: helo\n", "--ip 127.0.0.10 --helo mail.other.test --from alice@good.test", exitReject, []string{
+			"helo     mismatch    mail.other.test -> 127.0.0.13; rDNS name mail.good.test",
+			"spf      -           not checked: refused before MAIL FROM",
+			"spf_helo fail        mail.other.test: -all matched (helo postmaster@mail.other.test)",
+			"action   reject (helo, spf_helo)",
+			"reply    550 5.7.26 Multiple authentication checks failed: helo, spf_helo  (to HELO)",
+		}, nil},
+		{"SPF off", "checks:\n  spf:\n    enabled: false\n", checkAcceptArgs, exitOK, []string{
+			"spf      -           not checked (checks.spf.enabled is off)",
+		}, []string{"spf_helo"}},
 		{"several checks reject", "  preset: strict\n", "--ip 127.0.0.12 --helo liar.test --from alice@good.test", exitReject, []string{
 			"action   reject (iprev, helo, spf)",
 			"reply    550 5.7.26 Multiple authentication checks failed: iprev, helo, spf  (to RCPT TO)",
