@@ -61,7 +61,7 @@ func parseCheckFlags(args []string, stderr io.Writer) (*checkOptions, error) {
 	fs.StringVar(&o.from, "from", "", "envelope sender `address` (required; '' or '<>' is the null sender)")
 	fs.StringVar(&o.rcpt, "rcpt", "", "envelope recipient `address` (exempt recipients such as postmaster@ are accepted whatever the verdict)")
 	fs.StringVar(&o.configFile, "config", "", "configuration `file` (YAML); without it, the embedded defaults")
-	fs.StringVar(&o.dns, "dns", "", "DNS server `HOST:PORT` to ask instead of dns.servers / resolv.conf")
+	fs.StringVar(&o.dns, "dns", "", "ask the DNS server at `HOST:PORT` instead of dns.servers / resolv.conf")
 	fs.StringVar(&o.mtaName, "mta-name", "", "the MTA's host `name` (Postfix myhostname, the j macro); default: this host's name")
 	fs.StringVar(&o.auth, "auth", "", "SMTP AUTH `user` the client logged in as (default: none)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object instead of text")
