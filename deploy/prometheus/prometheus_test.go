@@ -233,6 +233,25 @@ func checkDecisionLog(t *testing.T, v *vouchProc) {
 	if _, ok := byQueue["QAUTH"]; ok {
 		t.Error("a decision was logged for the authenticated message, whose checks are skipped")
 	}
+
+	// Each message that reached end of data has a "message accepted" line
+	// with its queue id: the line docs/operations.md has postmasters find.
+	accepted := map[string]string{}
+	for _, l := range v.lines(`"msg":"message accepted"`) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("not JSON: %v: %s", err, l)
+		}
+		accepted[fmt.Sprint(m["queue_id"])] = fmt.Sprint(m["action"]) + " " + fmt.Sprint(m["results"])
+	}
+	for q, want := range map[string]string{
+		"QGOOD":  "accept iprev=pass helo=match spf=pass spf_helo=pass",
+		"QNOPTR": "tempfail iprev=no-ptr helo=mismatch spf=none spf_helo=none",
+	} {
+		if got := accepted[q]; got != want {
+			t.Errorf("message accepted %s: %q, want %q", q, got, want)
+		}
+	}
 }
 
 // checkRealPrometheus runs the Debian package's Prometheus with the
