@@ -39,6 +39,9 @@ type Explanation struct {
 	Helo    *helo.Result
 	SPF     *spf.Result // the deciding identity: MAIL FROM, or HELO for <>
 	SPFHelo *spf.Result // the HELO identity of a non-null sender
+	// Allowed names the allowlist that turned a refusal into accept
+	// ("allowed_client_name", "allowed_sender_domain"), "" if none did.
+	Allowed string
 	// Stage is where the MTA gets the answer; Decision is the policy's.
 	Stage    Stage
 	Decision policy.Decision
@@ -103,6 +106,7 @@ func Explain(ctx context.Context, s *Settings, req Request, log *slog.Logger) Ex
 			e.Decision = *c.heloDecision
 		}
 		e.Iprev, e.Helo, e.SPF, e.SPFHelo = c.last.iprev, c.last.helo, c.last.spf, c.last.spfHelo
+		e.Allowed = c.lastAllowed
 		return e
 	}
 

@@ -76,8 +76,10 @@ type conn struct {
 	heloDecision *policy.Decision
 
 	tx *transaction
-	// last holds the results of the latest decision, for Explain.
-	last checkResults
+	// last holds the results of the latest decision, and the allowlist
+	// that overrode it if any, for Explain.
+	last        checkResults
+	lastAllowed string
 }
 
 // transaction is the per-message state, cleared by Abort and by MAIL FROM.
@@ -182,7 +184,11 @@ func startCheck[T any](c *conn, name string, fn func(context.Context) T, result 
 				c.srv.metrics.MilterErrors.WithLabelValues("panic").Inc()
 				v = failed(fmt.Errorf("internal error: %v", p))
 			}
-			c.count(name, result(v), time.Since(start))
+			// A check cut short because the MTA hung up has no result
+			// worth counting: as a temperror it would raise DNS alerts.
+			if c.ctx.Err() == nil {
+				c.count(name, result(v), time.Since(start))
+			}
 		}()
 		return fn(ctx)
 	})
@@ -543,7 +549,7 @@ func (c *conn) decide(stage Stage, tx *transaction) policy.Decision {
 	if tx != nil {
 		tx.results = res
 	}
-	c.last = res
+	c.last, c.lastAllowed = res, allowed
 	c.srv.metrics.Decisions.WithLabelValues(string(stage), d.Action.String(), strconv.FormatBool(d.DryRun())).Inc()
 	c.logDecision(stage, tx, res, d, allowed, time.Since(start))
 	return d

@@ -15,6 +15,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/policy"
 )
@@ -502,5 +503,25 @@ func TestDecisionLogLine(t *testing.T) {
 		if !strings.Contains(line, want) {
 			t.Errorf("decision line lacks %s:\n%s", want, line)
 		}
+	}
+}
+
+// A check cut short because the MTA hung up is not a result: counted as
+// temperror it would raise DNS alerts for every scanner that disconnects.
+func TestAbandonedChecksAreNotCounted(t *testing.T) {
+	e := newEnv(t)
+	e.dns.SetFault(dnstest.ReverseName("127.0.0.10"), dnstest.Fault{Delay: 300 * time.Millisecond})
+	m := e.connect("127.0.0.10")
+	m.s.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(e.metrics.SessionsActive) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("session did not end")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // past the delayed answer
+	if n := testutil.CollectAndCount(e.metrics.CheckResults); n != 0 {
+		t.Errorf("%d check results counted for a session that hung up before they came", n)
 	}
 }

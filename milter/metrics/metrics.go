@@ -152,6 +152,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	for _, r := range []string{"success", "failure"} {
 		m.ReloadsTotal.WithLabelValues(r)
 	}
+	for _, k := range []string{"protocol", "panic", "timeout"} {
+		m.MilterErrors.WithLabelValues(k)
+	}
+	m.SessionsRefused.WithLabelValues("overload")
 	for _, s := range Stages {
 		for _, a := range []string{"accept", "quarantine", "tempfail", "reject"} {
 			m.Decisions.WithLabelValues(s, a, "false")
