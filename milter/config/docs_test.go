@@ -48,3 +48,28 @@ func isSection(k string) bool {
 	}
 	return false
 }
+
+// TestDocumentedDefaults: the "whole file, with its defaults" block of
+// docs/configuration.md is a valid file and says exactly what Default does.
+func TestDocumentedDefaults(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## The whole file, with its defaults")
+	if !ok {
+		t.Fatal("no defaults section")
+	}
+	_, rest, _ = strings.Cut(rest, "```yaml\n")
+	block, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("no yaml block in the defaults section")
+	}
+	c, err := Parse("docs/configuration.md", []byte(block))
+	if err != nil {
+		t.Fatalf("the documented defaults do not load: %v", err)
+	}
+	if !reflect.DeepEqual(c, Default()) {
+		t.Errorf("documented defaults differ from the embedded ones:\n%+v\n%+v", c, Default())
+	}
+}
