@@ -3,6 +3,8 @@
 // forward-confirmed reverse DNS, its envelope sender against SPF.
 //
 //	vouch [serve] [flags]        run the daemon (embedded defaults without -config)
+//	vouch check --ip --helo --from   explain one decision, as the daemon takes it
+//	vouch audit --ip --helo --domain check your own outbound mail server
 //	vouch config check FILE      validate a configuration file
 //	vouch version                print the version
 package main
