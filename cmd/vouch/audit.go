@@ -77,19 +77,10 @@ func parseAuditFlags(args []string, stderr io.Writer) (*auditOptions, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var missing []string
-	for _, name := range []string{"ip", "helo", "domain"} {
-		if !set[name] {
-			missing = append(missing, "--"+name)
-		}
+	if err := requireFlags(fs, "ip", "helo", "domain"); err != nil {
+		return nil, err
 	}
 	switch {
-	case len(missing) > 0:
-		return nil, fmt.Errorf("missing %s", strings.Join(missing, ", "))
-	case fs.NArg() > 0:
-		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	case net.ParseIP(o.ip) == nil:
 		return nil, fmt.Errorf("--ip %q is not an IP address", o.ip)
 	case o.timeout <= 0:

@@ -17,6 +17,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/vouch-mail/vouch/milter/config"
 )
@@ -162,4 +163,24 @@ func (f *flagOverrides) load() (*config.Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// requireFlags reports the named flags that were not given, and stray
+// arguments.
+func requireFlags(fs *flag.FlagSet, names ...string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var missing []string
+	for _, name := range names {
+		if !set[name] {
+			missing = append(missing, "--"+name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s", strings.Join(missing, ", "))
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	return nil
 }
