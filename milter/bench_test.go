@@ -29,7 +29,7 @@ import (
 
 // benchVouch serves vouch on loopback TCP over a dnstest server holding
 // zone, loopback not trusted, logs formatted at info level and dropped.
-func benchVouch(tb testing.TB) (addr string, d *dnstest.Server, reg *prometheus.Registry) {
+func benchVouch(tb testing.TB, change ...func(*milter.Settings)) (addr string, d *dnstest.Server, reg *prometheus.Registry) {
 	tb.Helper()
 	d = dnstest.New(tb, zone)
 	reg = prometheus.NewRegistry()
@@ -40,6 +40,9 @@ func benchVouch(tb testing.TB) (addr string, d *dnstest.Server, reg *prometheus.
 	}
 	s := milter.DefaultSettings(res)
 	s.TrustedNetworks = nil
+	for _, ch := range change {
+		ch(s)
+	}
 	srv := milter.NewServer(s, milter.Options{
 		Logger:  slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		Metrics: m, MaxConnections: 2000, IdleTimeout: 10 * time.Minute,
@@ -238,9 +241,14 @@ func benchClient(addr string) *gomilter.Client {
 // BenchmarkSessionLoopback: one whole session per op over loopback TCP,
 // warm cache, against vouch ("vouch") and go-milter's no-op milter
 // ("noop"); "parallel" keeps 32 sessions in flight, as vouch-bench's
-// headline run does.
+// headline run does. "vouch-checks-off" is vouch with every check and
+// header off: its connection handling, policy, logs and metrics alone.
 func BenchmarkSessionLoopback(b *testing.B) {
 	vouchAddr, d, _ := benchVouch(b)
+	bareAddr, _, _ := benchVouch(b, func(s *milter.Settings) {
+		s.Iprev.Enabled, s.HeloEnabled, s.SPF.Enabled = false, false, false
+		s.AddAuthResults, s.AddReceivedSPF = false, false
+	})
 	targets := []struct {
 		name   string
 		addr   string
@@ -248,6 +256,7 @@ func BenchmarkSessionLoopback(b *testing.B) {
 		fields int
 	}{
 		{"noop", benchNoop(b), gomilter.ActAccept, 0},
+		{"vouch-checks-off", bareAddr, gomilter.ActContinue, 0},
 		{"vouch", vouchAddr, gomilter.ActContinue, 2},
 	}
 	for _, t := range targets {

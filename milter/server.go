@@ -115,12 +115,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("milter accept: %w", err)
 		}
 		backoff = 0
-		tc := srv.track(c)
-		if tc == nil {
-			c.Close()
-			continue
-		}
-		go srv.serveConn(tc)
+		srv.serveConn(c)
 	}
 }
 
@@ -132,41 +127,57 @@ func isTemporaryAccept(err error) bool {
 	return false
 }
 
-func (srv *Server) track(c net.Conn) *trackedConn {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	if srv.shutdown {
-		return nil
-	}
-	tc := newTrackedConn(c, srv.opts.IdleTimeout)
-	srv.conns[tc] = struct{}{}
-	srv.wg.Add(1)
-	return tc
+// symList asks the MTA for the macros vouch reads (go-milter only reads it).
+var symList = map[milter.Stage][]string{
+	milter.StageConnect:  {"j", "_", "{daemon_name}", "{client_addr}", "{client_name}", "{client_resolve}"},
+	milter.StageMailFrom: {"i", "{auth_type}", "{auth_authen}", "{mail_addr}"},
+	milter.StageRcptTo:   {"i", "{rcpt_addr}"},
+	milter.StageEOM:      {"i"},
 }
 
-// serveConn runs one milter connection. go-milter's Server serves a
-// listener, so each connection gets its own go-milter Server over a
-// one-connection listener: its NewMilter then always refers to this
-// connection's state.
-func (srv *Server) serveConn(tc *trackedConn) {
-	defer srv.wg.Done()
-	defer func() {
+// serveConn starts one milter connection and returns. go-milter's Server
+// serves a listener, so each connection gets its own go-milter Server over
+// a one-connection listener: its NewMilter then always refers to this
+// connection's state. That listener's second Accept fails at once, so
+// go-milter's Serve returns as soon as it has started the connection's
+// goroutine, and no goroutine of vouch's waits beside it; the end of the
+// connection is handled when go-milter closes it (trackedConn.onClose).
+func (srv *Server) serveConn(raw net.Conn) {
+	tc := newTrackedConn(raw, srv.opts.IdleTimeout)
+	n := srv.active.Add(1)
+	srv.metrics.SessionsActive.Inc()
+	id := srv.nextID.Add(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &conn{srv: srv, set: srv.settings.Load(), ctx: ctx, id: id,
+		log: srv.log.With("conn", id)}
+	tc.onClose = func() {
+		cancel() // stops the session's lookups when the MTA hangs up
+		if err := tc.timeoutErr(); err != nil {
+			srv.metrics.MilterErrors.WithLabelValues("timeout").Inc()
+			c.log.Info("milter connection idle too long; closed", "idle_timeout", srv.opts.IdleTimeout)
+		}
+		c.log.Debug("milter connection closed")
+		srv.active.Add(-1)
+		srv.metrics.SessionsActive.Dec()
 		srv.mu.Lock()
 		delete(srv.conns, tc)
 		srv.mu.Unlock()
-	}()
-
-	n := srv.active.Add(1)
-	defer srv.active.Add(-1)
-	srv.metrics.SessionsActive.Inc()
-	defer srv.metrics.SessionsActive.Dec()
+		srv.wg.Done()
+	}
+	// Registered once onClose is set: Shutdown may close it from now on.
+	srv.mu.Lock()
+	if srv.shutdown {
+		srv.mu.Unlock()
+		cancel()
+		srv.active.Add(-1)
+		srv.metrics.SessionsActive.Dec()
+		raw.Close()
+		return
+	}
+	srv.conns[tc] = struct{}{}
+	srv.wg.Add(1)
+	srv.mu.Unlock()
 	srv.metrics.SessionsTotal.Inc()
-
-	id := srv.nextID.Add(1)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel() // stops the session's lookups when the MTA hangs up
-	c := &conn{srv: srv, set: srv.settings.Load(), ctx: ctx, id: id,
-		log: srv.log.With("conn", id)}
 
 	var backend milter.Milter = session{c}
 	if max := srv.opts.MaxConnections; max > 0 && n > int64(max) {
@@ -180,19 +191,9 @@ func (srv *Server) serveConn(tc *trackedConn) {
 		Actions:   milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine | milter.OptSetSymList,
 		// No body: vouch never reads it, so the MTA need not send it.
 		Protocol: milter.OptNoBody,
-		SymList: map[milter.Stage][]string{
-			milter.StageConnect:  {"j", "_", "{daemon_name}", "{client_addr}", "{client_name}", "{client_resolve}"},
-			milter.StageMailFrom: {"i", "{auth_type}", "{auth_authen}", "{mail_addr}"},
-			milter.StageRcptTo:   {"i", "{rcpt_addr}"},
-			milter.StageEOM:      {"i"},
-		},
+		SymList:  symList,
 	}
 	ms.Serve(&oneConnListener{conn: tc})
-	if err := tc.timeoutErr(); err != nil {
-		srv.metrics.MilterErrors.WithLabelValues("timeout").Inc()
-		c.log.Info("milter connection idle too long; closed", "idle_timeout", srv.opts.IdleTimeout)
-	}
-	c.log.Debug("milter connection closed")
 }
 
 // Active returns the number of open milter connections.
@@ -220,17 +221,23 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
+	// Closed outside the lock: closing runs the connection's onClose,
+	// which takes it.
 	srv.mu.Lock()
+	open := make([]*trackedConn, 0, len(srv.conns))
 	for tc := range srv.conns {
-		tc.Close()
+		open = append(open, tc)
 	}
 	srv.mu.Unlock()
+	for _, tc := range open {
+		tc.Close()
+	}
 	<-done
 	return ctx.Err()
 }
 
 // trackedConn is a milter connection: it enforces the idle timeout and
-// tells its listener when go-milter closes it.
+// ends the connection's state when go-milter (or Shutdown) closes it.
 type trackedConn struct {
 	net.Conn
 	// in buffers reads: go-milter reads each packet's length, then its
@@ -239,7 +246,7 @@ type trackedConn struct {
 	idle      time.Duration
 	deadline  time.Time // the read deadline last set; only Read uses it
 	closeOnce sync.Once
-	closed    chan struct{}
+	onClose   func() // run once, after the first Close
 	timedOut  atomic.Bool
 }
 
@@ -249,7 +256,7 @@ type trackedConn struct {
 const readBufferSize = 512
 
 func newTrackedConn(c net.Conn, idle time.Duration) *trackedConn {
-	tc := &trackedConn{Conn: c, idle: idle, closed: make(chan struct{})}
+	tc := &trackedConn{Conn: c, idle: idle}
 	tc.in = bufio.NewReaderSize(rawReader{tc}, readBufferSize)
 	return tc
 }
@@ -284,7 +291,9 @@ func (c *trackedConn) Close() error {
 	err := net.ErrClosed
 	c.closeOnce.Do(func() {
 		err = c.Conn.Close()
-		close(c.closed)
+		if c.onClose != nil {
+			c.onClose()
+		}
 	})
 	return err
 }
@@ -296,8 +305,8 @@ func (c *trackedConn) timeoutErr() error {
 	return nil
 }
 
-// oneConnListener hands go-milter a single connection, then blocks until
-// that connection is closed, which ends go-milter's Serve.
+// oneConnListener hands go-milter a single connection; the next Accept
+// fails, which ends go-milter's Serve (not the connection).
 type oneConnListener struct {
 	conn *trackedConn
 	used bool
@@ -308,7 +317,6 @@ func (l *oneConnListener) Accept() (net.Conn, error) {
 		l.used = true
 		return l.conn, nil
 	}
-	<-l.conn.closed
 	return nil, net.ErrClosed
 }
 
