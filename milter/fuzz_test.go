@@ -394,6 +394,57 @@ func printable(s string) error {
 	return nil
 }
 
+// TestSecondConnectStartsAfresh: a CONNECT on a milter connection that
+// already had one (found by FuzzMilterStream, "connect-twice") starts a
+// new SMTP session: the checks are the new client's, not the first one's
+// under the new address; and the first session's background checks do not
+// race with the new state (go test -race).
+func TestSecondConnectStartsAfresh(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		first, second string
+		rcpt          string
+		header        []string
+	}{
+		{"no PTR, then a verified client", "127.0.0.11", "127.0.0.10", "continue",
+			[]string{"iprev=pass policy.iprev=127.0.0.10", "spf=pass smtp.mailfrom=alice@good.test"}},
+		{"a verified client, then no PTR", "127.0.0.10", "127.0.0.11", // from a domain without SPF
+			"450 4.7.25 Client address 127.0.0.11 has no reverse DNS (PTR) record", nil},
+		{"a verified client, then a local one", "127.0.0.10", "", "continue", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			m := e.connect(tc.first)
+			m.helo("mail.good.test", "continue")
+			m.mail("alice@good.test", "continue")
+			if tc.second == "" {
+				// A local (non-TCP) client: no address, no checks.
+				m.expect("connect", m.must(m.s.Conn("localhost", gomilter.FamilyUnix, 0, "/run/x")), "continue")
+			} else {
+				m.expect("connect", m.must(m.s.Conn("["+tc.second+"]", gomilter.FamilyInet, 1, tc.second)), "continue")
+			}
+			m.helo("mail.good.test", "continue")
+			sender := "alice@good.test"
+			if tc.second == "127.0.0.11" {
+				sender = "a@nospf.test"
+			}
+			m.mail(sender, "continue")
+			m.rcpt("user@vouch.test", tc.rcpt)
+			if tc.rcpt != "continue" {
+				return
+			}
+			fields := inserted(m.data())
+			if tc.header == nil {
+				if len(fields) != 0 {
+					t.Errorf("local client's message got %q", fields)
+				}
+				return
+			}
+			hasHeader(t, fields, "Authentication-Results", tc.header...)
+		})
+	}
+}
+
 // TestClientStringsInJSONLogs: with log.format json, as with text, no
 // client string reaches a log line raw. Each line is one valid JSON object
 // and every string in it, once decoded by a log pipeline, is printable

@@ -56,8 +56,10 @@ type conn struct {
 	srv *Server
 	set *Settings
 	log *slog.Logger
-	ctx context.Context
-	id  uint64
+	// connLog is log before CONNECT added the client to it.
+	connLog *slog.Logger
+	ctx     context.Context
+	id      uint64
 
 	// Connect stage.
 	hostname string // the MTA's name for the client, "[ip]" when unverified
@@ -128,6 +130,7 @@ func (c *conn) guard(stage string, resp *milter.Response, err *error) {
 func (s session) Connect(host, family string, port uint16, addr net.IP, m *milter.Modifier) (resp milter.Response, err error) {
 	c := s.c
 	defer c.guard("connect", &resp, &err)
+	c.newSession()
 	c.hostname = host
 	c.mtaName = m.Macros["j"]
 	if addr != nil {
@@ -138,7 +141,7 @@ func (s session) Connect(host, family string, port uint16, addr net.IP, m *milte
 		c.addr, _ = netip.AddrFromSlice(addr)
 		c.addr = c.addr.Unmap()
 	}
-	c.log = c.log.With("client_ip", c.clientIP())
+	c.log = c.connLog.With("client_ip", c.clientIP())
 	switch {
 	case c.ip == nil:
 		c.exempt = "local"
@@ -161,25 +164,41 @@ func (s session) Connect(host, family string, port uint16, addr net.IP, m *milte
 			}
 		}
 		if c.iprev == nil {
+			ip := c.ip
 			c.iprev = startCheck(c, "iprev", func(ctx context.Context) iprev.Result {
-				return iprev.Check(ctx, c.set.Resolver, c.ip, iprev.Options{MaxPTR: c.set.Iprev.MaxPTR})
+				return iprev.Check(ctx, c.set.Resolver, ip, iprev.Options{MaxPTR: c.set.Iprev.MaxPTR})
 			}, iprevVerdict, iprevFailed)
 		}
 	}
 	return respContinue, nil
 }
 
+// newSession clears what a previous CONNECT on this milter connection
+// left: an MTA (or anything else on the socket) may send another, and
+// none of the previous client's state or checks may answer for the new
+// one. The checks still running read only what they were started with.
+func (c *conn) newSession() {
+	if c.connLog == nil {
+		c.connLog = c.log
+	}
+	c.hostname, c.mtaName, c.exempt = "", "", ""
+	c.ip, c.addr, c.iprev = nil, netip.Addr{}, nil
+	c.helo, c.heloCheck, c.spfHelo, c.heloDecision = "", nil, nil, nil
+	c.tx, c.last = nil, checkResults{}
+}
+
 // startCheck runs fn in the background under the check deadline and counts
 // its result and duration. A panic in a check becomes failed(err): a
 // temperror, so the mail is retried rather than lost or the daemon killed.
 func startCheck[T any](c *conn, name string, fn func(context.Context) T, result func(T) string, failed func(error) T) *future[T] {
+	log := c.log // a later CONNECT replaces c.log
 	return startFuture(func() (v T) {
 		ctx, cancel := context.WithTimeout(c.ctx, c.set.Deadline)
 		defer cancel()
 		start := time.Now()
 		defer func() {
 			if p := recover(); p != nil {
-				c.log.Error("internal error in check; counting it as temperror", "check", name,
+				log.Error("internal error in check; counting it as temperror", "check", name,
 					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 				c.srv.metrics.MilterErrors.WithLabelValues("panic").Inc()
 				v = failed(fmt.Errorf("internal error: %v", p))
@@ -227,21 +246,23 @@ func (s session) Helo(name string, m *milter.Modifier) (resp milter.Response, er
 	if c.exempt != "" {
 		return respContinue, nil
 	}
-	rev := c.iprev
+	// The checks run in the background: they get their own copies of the
+	// session state they read.
+	rev, ip := c.iprev, c.ip
 	if c.set.HeloEnabled {
 		c.heloCheck = startCheck(c, "helo", func(ctx context.Context) helo.Result {
-			r := iprev.Result{Verdict: iprev.TempError, IP: c.ip, Err: errors.New("reverse DNS not checked")}
+			r := iprev.Result{Verdict: iprev.TempError, IP: ip, Err: errors.New("reverse DNS not checked")}
 			if rev != nil {
 				if v, ok := rev.wait(ctx); ok {
 					r = v
 				}
 			}
-			return helo.Check(ctx, c.set.Resolver, name, c.ip, r)
+			return helo.Check(ctx, c.set.Resolver, name, ip, r)
 		}, heloVerdict, heloFailed)
 	}
 	if c.set.SPF.Enabled && c.set.SPF.CheckHelo {
 		c.spfHelo = startCheck(c, "spf_helo", func(ctx context.Context) spf.Result {
-			return spf.CheckHelo(ctx, c.set.Resolver, c.ip, name, c.set.SPF.Options)
+			return spf.CheckHelo(ctx, c.set.Resolver, ip, name, c.set.SPF.Options)
 		}, spfVerdict, spfFailed(spf.Helo))
 	}
 	if c.set.DecideAt == StageHelo {
@@ -273,19 +294,18 @@ func (s session) MailFrom(from string, m *milter.Modifier) (resp milter.Response
 		return respContinue, nil
 	}
 	if c.set.SPF.Enabled {
+		ip, heloName := c.ip, c.helo
 		if from == "" {
 			// The null sender: the HELO identity decides (RFC 7208 §2.4).
 			c.tx.spf = c.spfHelo
 			if c.tx.spf == nil {
-				heloName := c.helo
 				c.tx.spf = startCheck(c, "spf_helo", func(ctx context.Context) spf.Result {
-					return spf.CheckHelo(ctx, c.set.Resolver, c.ip, heloName, c.set.SPF.Options)
+					return spf.CheckHelo(ctx, c.set.Resolver, ip, heloName, c.set.SPF.Options)
 				}, spfVerdict, spfFailed(spf.Helo))
 			}
 		} else {
-			heloName := c.helo
 			c.tx.spf = startCheck(c, "spf_mailfrom", func(ctx context.Context) spf.Result {
-				return spf.CheckMailFrom(ctx, c.set.Resolver, c.ip, heloName, from, c.set.SPF.Options)
+				return spf.CheckMailFrom(ctx, c.set.Resolver, ip, heloName, from, c.set.SPF.Options)
 			}, spfVerdict, spfFailed(spf.MailFrom))
 		}
 	}
