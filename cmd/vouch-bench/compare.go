@@ -22,6 +22,11 @@ type Comparison struct {
 	// RcptP99DiffMs the same for the RCPT answer.
 	P99DiffMs     float64 `json:"p99_diff_ms"`
 	RcptP99DiffMs float64 `json:"rcpt_p99_diff_ms"`
+	// CPURatio is the baseline's CPU per session over vouch's (both
+	// in-process: client and server together): the throughput ratio a
+	// machine with nothing else to do would show, less sensitive to other
+	// jobs than the sessions per second. 0 for an external vouch.
+	CPURatio float64 `json:"cpu_ratio"`
 }
 
 // Round is one baseline run and one vouch run, back to back.
@@ -119,8 +124,10 @@ func compare(ctx context.Context, base, v *target, l Load, rounds int, progress 
 		c.Rounds = append(c.Rounds, r)
 		allBase.merge(sb)
 		allBase.elapsed += sb.elapsed
+		allBase.cpu += sb.cpu
 		allVouch.merge(sv)
 		allVouch.elapsed += sv.elapsed
+		allVouch.cpu += sv.cpu
 		if ctx.Err() != nil {
 			break
 		}
@@ -140,6 +147,9 @@ func compare(ctx context.Context, base, v *target, l Load, rounds int, progress 
 		if i == 0 || r.Ratio > c.RatioMax {
 			c.RatioMax = r.Ratio
 		}
+	}
+	if v.srv != nil && c.Vouch.CPUPerSession > 0 {
+		c.CPURatio = c.Baseline.CPUPerSession / c.Vouch.CPUPerSession
 	}
 	c.P99DiffMs = c.Vouch.Session.P99 - c.Baseline.Session.P99
 	c.RcptP99DiffMs = c.Vouch.Rcpt.P99 - c.Baseline.Rcpt.P99
@@ -169,6 +179,10 @@ func (c Comparison) writeText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "throughput ratio vouch/baseline  %.3f (rounds %.3f-%.3f)  target >= %.2f: %s\n",
 		c.ThroughputRatio, c.RatioMin, c.RatioMax, targetRatio, met(c.ThroughputRatio >= targetRatio))
+	if c.CPURatio > 0 {
+		fmt.Fprintf(w, "cpu per session baseline/vouch   %.3f (%.1f us / %.1f us, client and server)\n",
+			c.CPURatio, c.Baseline.CPUPerSession, c.Vouch.CPUPerSession)
+	}
 	fmt.Fprintf(w, "session p99 difference           %+.3f ms  target <= %v: %s\n",
 		c.P99DiffMs, targetP99Diff, met(c.P99DiffMs <= ms(targetP99Diff)))
 	fmt.Fprintf(w, "rcpt p99 difference              %+.3f ms\n", c.RcptP99DiffMs)

@@ -40,13 +40,17 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // Report is one run's figures.
 type Report struct {
-	Target         string         `json:"target"`
-	Concurrency    int            `json:"concurrency"`
-	Messages       int            `json:"messages_per_session"`
-	Seconds        float64        `json:"seconds"`
-	Sessions       int            `json:"sessions"`
-	Transactions   int            `json:"transactions"`
-	SessionsPerSec float64        `json:"sessions_per_sec"`
+	Target         string  `json:"target"`
+	Concurrency    int     `json:"concurrency"`
+	Messages       int     `json:"messages_per_session"`
+	Seconds        float64 `json:"seconds"`
+	Sessions       int     `json:"sessions"`
+	Transactions   int     `json:"transactions"`
+	SessionsPerSec float64 `json:"sessions_per_sec"`
+	// CPUPerSession is this process's CPU time per session, in
+	// microseconds: the load generator's alone for an external target,
+	// with the server's for an in-process one.
+	CPUPerSession  float64        `json:"cpu_us_per_session"`
 	Session        Latency        `json:"session_latency"`
 	Rcpt           Latency        `json:"rcpt_latency"`
 	Verdicts       map[string]int `json:"verdicts"`
@@ -78,6 +82,9 @@ func report(target string, l Load, s *sample, dnsQueries int) Report {
 	if s.elapsed > 0 {
 		r.SessionsPerSec = float64(s.sessions) / s.elapsed.Seconds()
 	}
+	if s.sessions > 0 {
+		r.CPUPerSession = float64(s.cpu) / float64(s.sessions) / float64(time.Microsecond)
+	}
 	if dnsQueries >= 0 && s.sessions > 0 {
 		r.DNSQueriesPerSession = float64(dnsQueries) / float64(s.sessions)
 	}
@@ -89,6 +96,7 @@ func (r Report) writeText(w io.Writer) {
 	fmt.Fprintf(w, "load          %d concurrent, %d message(s)/session, %.2fs\n", r.Concurrency, r.Messages, r.Seconds)
 	fmt.Fprintf(w, "sessions      %d (%.1f/s), %d transactions, %d protocol errors\n",
 		r.Sessions, r.SessionsPerSec, r.Transactions, r.ProtocolErrors)
+	fmt.Fprintf(w, "cpu/session   %.1f us (this process)\n", r.CPUPerSession)
 	fmt.Fprintf(w, "session ms    %s\n", r.Session)
 	fmt.Fprintf(w, "rcpt ms       %s\n", r.Rcpt)
 	fmt.Fprintf(w, "verdicts      %s\n", verdictText(r.Verdicts))
