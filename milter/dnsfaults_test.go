@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
 	mdns "github.com/miekg/dns"
 
 	"github.com/vouch-mail/vouch/checks/dns"
@@ -250,16 +249,21 @@ func isTemporaryFault(name string) bool {
 // decides: vouch answers tempfail by then, before the MTA gives up on it.
 func TestDNSTimeoutAnsweredByDeadline(t *testing.T) {
 	const deadline = time.Second
-	slow := dnstest.New(t, faultZone)
-	// A resolver that would wait 2 × 5 s for one lookup.
-	res, err := dns.New(dns.Config{Servers: []string{slow.Addr}, Timeout: 5 * time.Second, Attempts: 2}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, target := range []string{faultPTR, "ptr.fault.test", "fault.test"} {
-		t.Run(target, func(t *testing.T) {
-			slow.SetFault(target, dnstest.Fault{Drop: true})
-			defer slow.ClearFault(target)
+	for _, tc := range []struct{ target, want string }{
+		{faultPTR, tempIprev},
+		{"ptr.fault.test", tempIprev},
+		{"fault.test", tempSPF},
+	} {
+		t.Run(tc.target, func(t *testing.T) {
+			// A fresh server and resolver: a dropped query's flight
+			// outlives its test within the resolver.
+			slow := dnstest.New(t, faultZone)
+			slow.SetFault(tc.target, dnstest.Fault{Drop: true})
+			// A resolver that would wait 2 × 5 s for one lookup.
+			res, err := dns.New(dns.Config{Servers: []string{slow.Addr}, Timeout: 5 * time.Second, Attempts: 2}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
 			e := newEnv(t, func(s *milter.Settings, _ *milter.Options) {
 				s.Resolver, s.Deadline = res, deadline
 			})
@@ -269,8 +273,8 @@ func TestDNSTimeoutAnsweredByDeadline(t *testing.T) {
 			m.mail("a@fault.test", "continue")
 			act := m.must(m.s.Rcpt("<user@vouch.test>", nil))
 			took := time.Since(start)
-			if act.Code != gomilter.ActReplyCode || act.SMTPCode != 451 {
-				t.Fatalf("got %q, want a 451", reply(act))
+			if got := reply(act); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
 			}
 			// The checks started at connect; the deadline runs from there.
 			// 4 s of slack for a loaded machine, still far below the 10 s
@@ -278,6 +282,7 @@ func TestDNSTimeoutAnsweredByDeadline(t *testing.T) {
 			if took < deadline/2 || took > deadline+4*time.Second {
 				t.Errorf("answered after %v with a %v deadline", took, deadline)
 			}
+			t.Logf("%q after %v with a %v deadline", reply(act), took.Round(time.Millisecond), deadline)
 		})
 	}
 }
