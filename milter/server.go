@@ -242,7 +242,13 @@ type trackedConn struct {
 	net.Conn
 	// in buffers reads: go-milter reads each packet's length, then its
 	// body, two system calls a packet unbuffered.
-	in        *bufio.Reader
+	in *bufio.Reader
+	// out holds what go-milter writes until it next reads: an answer at
+	// end of message is a packet per header change and then the reply,
+	// each its own write system call otherwise. The MTA waits for the
+	// reply before it sends more, so nothing is held back from it. Only
+	// the connection's goroutine writes and reads.
+	out       []byte
 	idle      time.Duration
 	deadline  time.Time // the read deadline last set; only Read uses it
 	closeOnce sync.Once
@@ -266,7 +272,35 @@ func newTrackedConn(c net.Conn, idle time.Duration) *trackedConn {
 // read (two a milter packet), each move being a runtime timer update.
 func idleSlack(idle time.Duration) time.Duration { return min(idle/8, time.Second) }
 
-func (c *trackedConn) Read(p []byte) (int, error) { return c.in.Read(p) }
+// maxHeldOutput bounds the output buffer a connection keeps between
+// answers; a larger one (many header changes) is dropped after use.
+const maxHeldOutput = 2048
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.out == nil {
+		c.out = make([]byte, 0, 256) // most answers fit
+	}
+	c.out = append(c.out, p...)
+	return len(p), nil
+}
+
+// Read sends what was written since the last read, then reads. A failed
+// send fails the read: go-milter then closes the connection, as it does
+// after a failed write.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if len(c.out) > 0 {
+		_, err := c.Conn.Write(c.out)
+		if cap(c.out) > maxHeldOutput {
+			c.out = nil
+		} else {
+			c.out = c.out[:0]
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return c.in.Read(p)
+}
 
 // rawReader reads from the connection itself, under the idle deadline.
 type rawReader struct{ c *trackedConn }
