@@ -29,6 +29,11 @@ type Load struct {
 	// Timeout bounds each milter read and write, as Postfix's
 	// milter_command_timeout does.
 	Timeout time.Duration
+	// Rate, if positive, starts sessions at this many a second (at most
+	// Concurrency at once) instead of each as soon as a worker is free;
+	// a session's latency then counts from when it was due, so a server
+	// that falls behind shows it.
+	Rate float64
 }
 
 // Postfix's mail headers are sent one field a packet; these are a typical
@@ -99,14 +104,11 @@ func Run(ctx context.Context, a milter.Address, l Load) *sample {
 	})
 
 	var next atomic.Int64
-	var deadline time.Time
-	if l.Count <= 0 {
-		deadline = time.Now().Add(l.Duration)
-	}
 	total := newSample()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	start, cpu := time.Now(), cpuTime()
+	deadline := start.Add(l.Duration)
 	for range l.Concurrency {
 		wg.Add(1)
 		go func() {
@@ -114,10 +116,17 @@ func Run(ctx context.Context, a milter.Address, l Load) *sample {
 			w := newSample()
 			for ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
-				if l.Count > 0 && i >= l.Count || l.Count <= 0 && time.Now().After(deadline) {
+				due := time.Now()
+				if l.Rate > 0 {
+					due = start.Add(time.Duration(float64(i) / l.Rate * float64(time.Second)))
+				}
+				if l.Count > 0 && i >= l.Count || l.Count <= 0 && due.After(deadline) {
 					break
 				}
-				runSession(client, l.Sessions[i%len(l.Sessions)], i, l.Messages, w)
+				if wait := time.Until(due); wait > 0 {
+					sleep(ctx, wait)
+				}
+				runSession(client, l.Sessions[i%len(l.Sessions)], i, l.Messages, due, w)
 			}
 			mu.Lock()
 			total.merge(w)
@@ -144,8 +153,7 @@ func cpuTime() time.Duration {
 // runSession is one SMTP session as Postfix drives its milter: a new
 // connection, macros before each stage, every transaction ended by Abort,
 // then Quit.
-func runSession(client *gomilter.Client, s Session, n, messages int, w *sample) {
-	start := time.Now()
+func runSession(client *gomilter.Client, s Session, n, messages int, start time.Time, w *sample) {
 	fail := func(stage string, err error) {
 		w.errors++
 		// Keep the text bounded: addresses and ports vary per session.

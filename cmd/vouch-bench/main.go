@@ -90,6 +90,7 @@ type loadFlags struct {
 	timeout     time.Duration
 	json        bool
 	cpuprofile  string
+	rate        float64
 }
 
 func addLoadFlags(fs *flag.FlagSet) *loadFlags {
@@ -99,6 +100,7 @@ func addLoadFlags(fs *flag.FlagSet) *loadFlags {
 	fs.DurationVar(&f.duration, "d", 5*time.Second, "how long to run (per round in compare)")
 	fs.IntVar(&f.count, "n", 0, "run this many sessions instead of for -d")
 	fs.IntVar(&f.messages, "m", 1, "messages (transactions) per session")
+	fs.Float64Var(&f.rate, "rate", 0, "start this many sessions a second, at most -c at once (0: as fast as the target answers)")
 	fs.IntVar(&f.warmup, "warmup", -1, "sessions sent before measuring, to warm caches (-1: one pass over the workload)")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on each milter read and write (Postfix's milter_command_timeout)")
 	fs.BoolVar(&f.json, "json", false, "print JSON")
@@ -110,15 +112,15 @@ func (f *loadFlags) load() (Load, error) {
 	if f.workload == "" {
 		return Load{}, errors.New("-workload FILE is required")
 	}
-	if f.concurrency < 1 || f.messages < 1 || f.count < 0 || f.duration <= 0 && f.count == 0 {
-		return Load{}, errors.New("-c and -m must be at least 1, and -d positive or -n set")
+	if f.concurrency < 1 || f.messages < 1 || f.count < 0 || f.duration <= 0 && f.count == 0 || f.rate < 0 {
+		return Load{}, errors.New("-c and -m must be at least 1, -rate not negative, and -d positive or -n set")
 	}
 	sessions, err := LoadWorkload(f.workload)
 	if err != nil {
 		return Load{}, err
 	}
 	return Load{Sessions: sessions, Concurrency: f.concurrency, Duration: f.duration,
-		Count: f.count, Messages: f.messages, Timeout: f.timeout}, nil
+		Count: f.count, Messages: f.messages, Timeout: f.timeout, Rate: f.rate}, nil
 }
 
 // warm sends the warm-up sessions; their figures are not reported, but
@@ -132,7 +134,7 @@ func (f *loadFlags) warm(ctx context.Context, a milter.Address, l Load, stderr i
 		return nil
 	}
 	w := l
-	w.Count, w.Messages = n, 1
+	w.Count, w.Messages, w.Rate = n, 1, 0
 	s := Run(ctx, a, w)
 	if s.errors > 0 {
 		for k, v := range s.errText {

@@ -101,6 +101,22 @@ func TestRunBaseline(t *testing.T) {
 	}
 }
 
+// -rate starts sessions on a schedule: 20 sessions at 200/s cannot end
+// before the last is due, 95 ms after the first.
+func TestRunAtFixedRate(t *testing.T) {
+	code, out, errOut := bench(t, "-baseline", "-workload", "testdata/mixed.txt", "-n", "20", "-rate", "200", "-json")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	r := decode[Report](t, out)
+	if r.Sessions != 20 || r.Rate != 200 {
+		t.Errorf("sessions %d at rate %v, want 20 at 200", r.Sessions, r.Rate)
+	}
+	if r.Seconds < 0.095 {
+		t.Errorf("20 sessions at 200/s took %.3fs, less than the schedule allows", r.Seconds)
+	}
+}
+
 func TestRunTextReport(t *testing.T) {
 	code, out, errOut := bench(t, "run", "-zone", "testdata/zone.txt", "-workload", "testdata/mixed.txt", "-n", "9", "-c", "2")
 	if code != exitOK {
@@ -216,6 +232,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad workload", []string{"run", "-baseline", "-workload", "testdata/zone.txt"}, "testdata/zone.txt:1: want 4 fields"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"serve needs one", []string{"serve"}, "give -noop or -zone FILE"},
+		{"negative rate", []string{"run", "-baseline", "-workload", "testdata/mixed.txt", "-rate", "-1"}, "-rate not negative"},
 		{"rounds", []string{"compare", "-rounds", "0", "-zone", "testdata/zone.txt", "-workload", "testdata/mixed.txt"}, "-rounds 0"},
 	}
 	for _, tc := range tests {

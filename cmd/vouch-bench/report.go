@@ -42,6 +42,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 type Report struct {
 	Target         string  `json:"target"`
 	Concurrency    int     `json:"concurrency"`
+	Rate           float64 `json:"rate,omitempty"` // sessions started a second; 0: closed loop
 	Messages       int     `json:"messages_per_session"`
 	Seconds        float64 `json:"seconds"`
 	Sessions       int     `json:"sessions"`
@@ -66,6 +67,7 @@ func report(target string, l Load, s *sample, dnsQueries int) Report {
 	r := Report{
 		Target:         target,
 		Concurrency:    l.Concurrency,
+		Rate:           l.Rate,
 		Messages:       max(l.Messages, 1),
 		Seconds:        s.elapsed.Seconds(),
 		Sessions:       s.sessions,
@@ -93,7 +95,11 @@ func report(target string, l Load, s *sample, dnsQueries int) Report {
 
 func (r Report) writeText(w io.Writer) {
 	fmt.Fprintf(w, "target        %s\n", r.Target)
-	fmt.Fprintf(w, "load          %d concurrent, %d message(s)/session, %.2fs\n", r.Concurrency, r.Messages, r.Seconds)
+	rate := ""
+	if r.Rate > 0 {
+		rate = fmt.Sprintf(", started at %g/s", r.Rate)
+	}
+	fmt.Fprintf(w, "load          %d concurrent%s, %d message(s)/session, %.2fs\n", r.Concurrency, rate, r.Messages, r.Seconds)
 	fmt.Fprintf(w, "sessions      %d (%.1f/s), %d transactions, %d protocol errors\n",
 		r.Sessions, r.SessionsPerSec, r.Transactions, r.ProtocolErrors)
 	fmt.Fprintf(w, "cpu/session   %.1f us (this process)\n", r.CPUPerSession)
