@@ -43,3 +43,20 @@ func (f *future[T]) wait(ctx context.Context) (v T, ok bool) {
 		return v, false
 	}
 }
+
+// dependency is a future a check waits for.
+type dependency interface{ ready() bool }
+
+// ready reports whether wait would return at once. A nil future is
+// ready: there is nothing to wait for.
+func (f *future[T]) ready() bool {
+	if f == nil {
+		return true
+	}
+	select {
+	case <-f.done:
+		return true
+	default:
+		return false
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-milter"
 
+	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/checks/helo"
 	"github.com/vouch-mail/vouch/checks/iprev"
 	"github.com/vouch-mail/vouch/checks/spf"
@@ -190,7 +191,13 @@ func (c *conn) newSession() {
 // startCheck runs fn in the background under the check deadline and counts
 // its result and duration. A panic in a check becomes failed(err): a
 // temperror, so the mail is retried rather than lost or the daemon killed.
-func startCheck[T any](c *conn, name string, fn func(context.Context) T, result func(T) string, failed func(error) T) *future[T] {
+// When the resolver's cache holds every answer fn needs and the futures
+// fn waits for (deps) are done, fn runs at once instead (cachedCheck).
+func startCheck[T any](c *conn, name string, fn func(context.Context) T, result func(T) string, failed func(error) T, deps ...dependency) *future[T] {
+	if v, d, ok := cachedCheck(c, fn, deps); ok {
+		c.count(name, result(v), d)
+		return resolved(v)
+	}
 	log := c.log // a later CONNECT replaces c.log
 	return startFuture(func() (v T) {
 		ctx, cancel := context.WithTimeout(c.ctx, c.set.Deadline)
@@ -211,6 +218,39 @@ func startCheck[T any](c *conn, name string, fn func(context.Context) T, result 
 		}()
 		return fn(ctx)
 	})
+}
+
+// cachedCheck runs fn in the caller's goroutine with lookups answered only
+// from the resolver's cache. With a warm cache, the common case, a check
+// then costs no goroutine, no timer and none of the stack growth a new
+// goroutine pays for an SPF evaluation; its result is the same, since the
+// background run would read the same cache. ok is false, and the result is
+// thrown away, when a lookup missed the cache, when a dependency is not
+// done yet (fn would wait for it), when fn panicked (the background run
+// reports that), or when the resolver has no cache-only mode.
+func cachedCheck[T any](c *conn, fn func(context.Context) T, deps []dependency) (v T, d time.Duration, ok bool) {
+	r, isResolver := c.set.Resolver.(*dns.Resolver)
+	if !isResolver {
+		return v, 0, false
+	}
+	for _, dep := range deps {
+		if !dep.ready() {
+			return v, 0, false
+		}
+	}
+	ctx, run := r.CacheOnly(c.ctx)
+	start := time.Now()
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	v = fn(ctx)
+	if run.Missed() {
+		return v, 0, false
+	}
+	run.Keep()
+	return v, time.Since(start), true
 }
 
 func iprevVerdict(r iprev.Result) string { return string(r.Verdict) }
@@ -258,7 +298,7 @@ func (s session) Helo(name string, m *milter.Modifier) (resp milter.Response, er
 				}
 			}
 			return helo.Check(ctx, c.set.Resolver, name, ip, r)
-		}, heloVerdict, heloFailed)
+		}, heloVerdict, heloFailed, rev)
 	}
 	if c.set.SPF.Enabled && c.set.SPF.CheckHelo {
 		c.spfHelo = startCheck(c, "spf_helo", func(ctx context.Context) spf.Result {

@@ -185,7 +185,7 @@ func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 	if err := ctx.Err(); err != nil {
 		return nil, r.dnsError(r.ctxEntry(err), host, mdns.TypeA)
 	}
-	e4, e6 := r.cached(ka), r.cached(k6)
+	e4, e6 := r.cached(ctx, ka), r.cached(ctx, k6)
 	switch {
 	case e4 == nil && e6 == nil:
 		e4, e6 = r.fetchBoth(ctx, ka, k6)
@@ -234,6 +234,9 @@ func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 // the variables the goroutine shares do not escape to the heap on the
 // warm-cache path of LookupIPAddr.
 func (r *Resolver) fetchBoth(ctx context.Context, a, b key) (ea, eb *entry) {
+	if cachedRun(ctx) != nil {
+		return r.fetch(ctx, a), r.fetch(ctx, b) // answered at once
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -284,18 +287,26 @@ func mergeErrors(a, b *net.DNSError) *net.DNSError {
 }
 
 // cached returns the live cache entry for k, or nil, and tells the
-// Observer which.
-func (r *Resolver) cached(k key) *entry {
+// Observer which (under CacheOnly: a hit later, a miss never, see
+// CachedRun.Keep).
+func (r *Resolver) cached(ctx context.Context, k key) *entry {
 	if r.cache == nil {
 		return nil
 	}
+	run := cachedRun(ctx)
 	if e, ok := r.cache.Get(k); ok && r.now().Before(e.expires) {
-		r.obs.Cache(true)
+		if run != nil {
+			run.hits.Add(1)
+		} else {
+			r.obs.Cache(true)
+		}
 		return e
 	}
 	// An expired entry stays until the flight below replaces it or the LRU
 	// evicts it; removing it here could race with that replacement.
-	r.obs.Cache(false)
+	if run == nil {
+		r.obs.Cache(false)
+	}
 	return nil
 }
 
@@ -304,7 +315,7 @@ func (r *Resolver) lookup(ctx context.Context, k key) *entry {
 	if err := ctx.Err(); err != nil {
 		return r.ctxEntry(err)
 	}
-	if e := r.cached(k); e != nil {
+	if e := r.cached(ctx, k); e != nil {
 		return e
 	}
 	return r.fetch(ctx, k)
@@ -314,6 +325,10 @@ func (r *Resolver) lookup(ctx context.Context, k key) *entry {
 // other caller asking the same; it waits for the flight only as long as ctx
 // lets it.
 func (r *Resolver) fetch(ctx context.Context, k key) *entry {
+	if run := cachedRun(ctx); run != nil {
+		run.missed.Store(true)
+		return notCached
+	}
 	fk := mdns.TypeToString[k.qtype] + " " + k.name + k.ip.String()
 	ch := r.group.DoChan(fk, func() (any, error) { return r.flight(ctx, k), nil })
 	select {
