@@ -133,31 +133,16 @@ func Check(ctx context.Context, r dns.Lookuper, ip net.IP, opts Options) Result 
 		return res
 	}
 
-	type answer struct {
-		addrs     []net.IP
-		confirmed bool
-		err       error
-	}
 	answers := make([]answer, len(res.PTRNames))
-	var wg sync.WaitGroup
-	for i, name := range res.PTRNames {
-		wg.Go(func() {
-			addrs, err := r.LookupIPAddr(ctx, name)
-			a := answer{err: err}
-			for _, ad := range addrs {
-				fip := canonicalIP(ad.IP)
-				if fip == nil {
-					continue
-				}
-				a.addrs = append(a.addrs, fip)
-				if fip.Equal(res.IP) {
-					a.confirmed = true
-				}
-			}
-			answers[i] = a
-		})
+	if len(answers) == 1 {
+		answers[0] = forward(ctx, r, res.PTRNames[0], res.IP) // the usual case: no goroutine
+	} else {
+		var wg sync.WaitGroup
+		for i, name := range res.PTRNames {
+			wg.Go(func() { answers[i] = forward(ctx, r, name, res.IP) })
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 
 	res.Forward = make(map[string][]net.IP, len(answers))
 	var tempErr, permErr error
@@ -319,6 +304,30 @@ const (
 	errTemporary
 	errPermanent
 )
+
+// answer is what the forward lookup of one PTR name found.
+type answer struct {
+	addrs     []net.IP
+	confirmed bool
+	err       error
+}
+
+// forward looks up name's addresses and whether ip is among them.
+func forward(ctx context.Context, r dns.Lookuper, name string, ip net.IP) answer {
+	addrs, err := r.LookupIPAddr(ctx, name)
+	a := answer{err: err}
+	for _, ad := range addrs {
+		fip := canonicalIP(ad.IP)
+		if fip == nil {
+			continue
+		}
+		a.addrs = append(a.addrs, fip)
+		if fip.Equal(ip) {
+			a.confirmed = true
+		}
+	}
+	return a
+}
 
 // classify sorts a lookup error the way RFC 8601 §3 needs it. A not-found
 // answer stands whenever it arrived; otherwise an expired or cancelled ctx
