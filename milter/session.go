@@ -536,9 +536,14 @@ func (c *conn) decideTx(stage Stage) {
 func (c *conn) decide(stage Stage, tx *transaction) policy.Decision {
 	start := time.Now()
 	// The futures carry their own deadlines; this bound only guards
-	// against a check that ignores its context.
-	ctx, cancel := context.WithTimeout(c.ctx, c.set.Deadline+time.Second)
-	defer cancel()
+	// against a check that ignores its context. With every check done
+	// (a warm cache) there is nothing to bound, and no timer is set.
+	ctx := c.ctx
+	if !c.iprev.ready() || !c.heloCheck.ready() || !c.spfHelo.ready() || tx != nil && !tx.spf.ready() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(c.ctx, c.set.Deadline+time.Second)
+		defer cancel()
+	}
 
 	var res checkResults
 	var findings []policy.Finding
