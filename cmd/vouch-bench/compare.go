@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -27,6 +28,9 @@ type Comparison struct {
 	// machine with nothing else to do would show, less sensitive to other
 	// jobs than the sessions per second. 0 for an external vouch.
 	CPURatio float64 `json:"cpu_ratio"`
+	// ServerCPURatio is the baseline server's CPU per session over
+	// vouch's, both in child processes (-spawn); 0 otherwise.
+	ServerCPURatio float64 `json:"server_cpu_ratio"`
 }
 
 // Round is one baseline run and one vouch run, back to back.
@@ -43,6 +47,7 @@ func compareCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	spec := fs.String("target", "", "vouch's milter `address` (default: an in-process vouch over -zone)")
 	zone := fs.String("zone", "", "zone `file` for the in-process vouch's in-process DNS server")
 	rounds := fs.Int("rounds", 3, "rounds; each runs the baseline and vouch for -d, in alternating order")
+	spawnServer := fs.Bool("spawn", false, "run the baseline and vouch (-zone) each in a child process, apart from the load, as a milter runs apart from its MTA")
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
@@ -53,12 +58,15 @@ func compareCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *rounds < 1 {
 		return usageErr(stderr, "compare", fmt.Errorf("-rounds %d: want at least 1", *rounds))
 	}
-	base, err := openTarget("", true, "", vouchOptions{})
+	if *spec != "" && *spawnServer {
+		return usageErr(stderr, "compare", errors.New("-spawn starts vouch from -zone, not -target"))
+	}
+	base, err := openTarget("", true, "", *spawnServer, vouchOptions{})
 	if err != nil {
 		return fail(stderr, "compare", err)
 	}
 	defer base.close()
-	v, err := openTarget(*spec, false, *zone, vouchOptions{})
+	v, err := openTarget(*spec, false, *zone, *spawnServer, vouchOptions{})
 	if err != nil {
 		return usageErr(stderr, "compare", err)
 	}
@@ -97,16 +105,13 @@ func compare(ctx context.Context, base, v *target, l Load, rounds int, progress 
 		r := Round{BaselineFirst: i%2 == 0}
 		var sb, sv *sample
 		runVouch := func() {
-			q := v.queries()
-			sv = Run(ctx, v.addr, l)
-			if q >= 0 {
-				q = v.queries() - q
-				vouchQueries += q
-			}
+			var q int
+			sv, q = v.run(ctx, l)
+			vouchQueries += q
 			r.Vouch = report(v.name, l, sv, q)
 		}
 		runBase := func() {
-			sb = Run(ctx, base.addr, l)
+			sb, _ = base.run(ctx, l)
 			r.Baseline = report(base.name, l, sb, -1)
 		}
 		if r.BaselineFirst {
@@ -125,9 +130,11 @@ func compare(ctx context.Context, base, v *target, l Load, rounds int, progress 
 		allBase.merge(sb)
 		allBase.elapsed += sb.elapsed
 		allBase.cpu += sb.cpu
+		allBase.serverCPU += sb.serverCPU
 		allVouch.merge(sv)
 		allVouch.elapsed += sv.elapsed
 		allVouch.cpu += sv.cpu
+		allVouch.serverCPU += sv.serverCPU
 		if ctx.Err() != nil {
 			break
 		}
@@ -148,8 +155,11 @@ func compare(ctx context.Context, base, v *target, l Load, rounds int, progress 
 			c.RatioMax = r.Ratio
 		}
 	}
-	if v.srv != nil && c.Vouch.CPUPerSession > 0 {
+	if v.srv != nil && v.pid == 0 && c.Vouch.CPUPerSession > 0 {
 		c.CPURatio = c.Baseline.CPUPerSession / c.Vouch.CPUPerSession
+	}
+	if c.Baseline.ServerCPUPerSession > 0 && c.Vouch.ServerCPUPerSession > 0 {
+		c.ServerCPURatio = c.Baseline.ServerCPUPerSession / c.Vouch.ServerCPUPerSession
 	}
 	c.P99DiffMs = c.Vouch.Session.P99 - c.Baseline.Session.P99
 	c.RcptP99DiffMs = c.Vouch.Rcpt.P99 - c.Baseline.Rcpt.P99
@@ -182,6 +192,10 @@ func (c Comparison) writeText(w io.Writer) {
 	if c.CPURatio > 0 {
 		fmt.Fprintf(w, "cpu per session baseline/vouch   %.3f (%.1f us / %.1f us, client and server)\n",
 			c.CPURatio, c.Baseline.CPUPerSession, c.Vouch.CPUPerSession)
+	}
+	if c.ServerCPURatio > 0 {
+		fmt.Fprintf(w, "server cpu per session b/v       %.3f (%.1f us / %.1f us, server processes alone)\n",
+			c.ServerCPURatio, c.Baseline.ServerCPUPerSession, c.Vouch.ServerCPUPerSession)
 	}
 	fmt.Fprintf(w, "session p99 difference           %+.3f ms  target <= %v: %s\n",
 		c.P99DiffMs, targetP99Diff, met(c.P99DiffMs <= ms(targetP99Diff)))

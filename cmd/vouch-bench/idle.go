@@ -68,20 +68,17 @@ func idleCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			return usageErr(stderr, "idle", err)
 		}
 	case *spec == "" && (*zone != "") != *noop:
-		child := []string{"serve", "-noop"}
+		child := []string{"-noop"}
 		if *zone != "" {
 			// Past max_connections vouch answers without checks: raise it.
-			child = []string{"serve", "-zone", *zone, "-max-connections", strconv.Itoa(*n + 1000)}
+			child = []string{"-zone", *zone, "-max-connections", strconv.Itoa(*n + 1000)}
 		}
-		cmd, a, cpid, err := spawn(child, stderr)
+		s, err := spawnServe(child)
 		if err != nil {
 			return fail(stderr, "idle", err)
 		}
-		defer func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			cmd.Wait()
-		}()
-		addr, *pid = a, cpid
+		defer s.Close()
+		addr, *pid = s.addr, s.pid
 	default:
 		return usageErr(stderr, "idle", errors.New("give -target ADDR [-pid PID], -zone FILE or -noop"))
 	}
@@ -216,39 +213,83 @@ func closeAll(conns []*gomilter.ClientSession, c int) {
 	wg.Wait()
 }
 
-// spawn starts this program with args and reads the address and pid from
-// the first line it prints ("listening ADDR pid PID").
-func spawn(args []string, stderr io.Writer) (*exec.Cmd, milter.Address, int, error) {
+// spawned is a server this program runs as a child process ("serve").
+type spawned struct {
+	cmd  *exec.Cmd
+	addr milter.Address
+	pid  int
+}
+
+func (s *spawned) Address() milter.Address { return s.addr }
+
+func (s *spawned) Close() error {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	return s.cmd.Wait()
+}
+
+// spawnServe starts "vouch-bench serve args..." and reads the address and
+// pid from the first line it prints ("listening ADDR pid PID"). The child's
+// errors go to this program's standard error.
+func spawnServe(args []string) (*spawned, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, milter.Address{}, 0, err
+		return nil, err
 	}
+	args = append([]string{"serve"}, args...)
 	cmd := exec.Command(exe, args...)
-	cmd.Stderr = stderr
+	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, milter.Address{}, 0, err
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, milter.Address{}, 0, err
+		return nil, err
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
+	s := &spawned{cmd: cmd}
 	var spec string
-	var pid int
 	if err == nil {
-		_, err = fmt.Sscanf(line, "listening %s pid %d", &spec, &pid)
+		_, err = fmt.Sscanf(line, "listening %s pid %d", &spec, &s.pid)
 	}
-	var a milter.Address
 	if err == nil {
-		a, err = milter.ParseAddress(spec)
+		s.addr, err = milter.ParseAddress(spec)
 	}
 	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
-		return nil, milter.Address{}, 0, fmt.Errorf("starting %s: %q: %w", strings.Join(args, " "), line, err)
+		return nil, fmt.Errorf("starting %s: %q: %w", strings.Join(args, " "), line, err)
 	}
 	go io.Copy(io.Discard, out)
-	return cmd, a, pid, nil
+	return s, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's CPU times: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+// processCPU returns the CPU time (user and system, all threads) process
+// pid has used.
+func processCPU(pid int) (time.Duration, error) {
+	if pid <= 0 {
+		return 0, errors.New("no process")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// from after it. utime and stime are fields 14 and 15.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
 }
 
 // readRSS returns VmRSS of process pid, in KiB.

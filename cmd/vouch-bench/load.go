@@ -55,15 +55,16 @@ const mtaName = "mx.vouch.test"
 // sample is what one run measured, with the raw latencies so that rounds
 // can be pooled.
 type sample struct {
-	elapsed  time.Duration
-	cpu      time.Duration // this process's CPU time over the run
-	sessions int           // completed without a protocol error
-	messages int
-	errors   int
-	sessLat  []time.Duration
-	rcptLat  []time.Duration
-	verdicts map[string]int
-	errText  map[string]int
+	elapsed   time.Duration
+	cpu       time.Duration // this process's CPU time over the run
+	serverCPU time.Duration // the server process's, when it is a child (else 0)
+	sessions  int           // completed without a protocol error
+	messages  int
+	errors    int
+	sessLat   []time.Duration
+	rcptLat   []time.Duration
+	verdicts  map[string]int
+	errText   map[string]int
 }
 
 func newSample() *sample {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -196,6 +197,7 @@ type target struct {
 	name string
 	srv  server     // nil for an external milter
 	dns  func() int // upstream DNS queries so far; nil when unknown
+	pid  int        // the server's process, when this program started it
 }
 
 func (t *target) close() {
@@ -211,8 +213,25 @@ func (t *target) queries() int {
 	return t.dns()
 }
 
-// openTarget resolves -target / -baseline / -zone into something to load.
-func openTarget(spec string, baseline bool, zone string, o vouchOptions) (*target, error) {
+// run loads t and reports, with the figures of the load, the upstream DNS
+// queries and the server process's CPU time it cost, when known.
+func (t *target) run(ctx context.Context, l Load) (*sample, int) {
+	q := t.queries()
+	cpu, cpuErr := processCPU(t.pid)
+	s := Run(ctx, t.addr, l)
+	if q >= 0 {
+		q = t.queries() - q
+	}
+	if cpu2, err := processCPU(t.pid); t.pid > 0 && cpuErr == nil && err == nil {
+		s.serverCPU = cpu2 - cpu
+	}
+	return s, q
+}
+
+// openTarget resolves -target / -baseline / -zone into something to load;
+// with spawn, the baseline or vouch runs in a child process ("serve"), as
+// a milter runs apart from its MTA.
+func openTarget(spec string, baseline bool, zone string, spawnServer bool, o vouchOptions) (*target, error) {
 	set := 0
 	for _, b := range []bool{spec != "", baseline, zone != ""} {
 		if b {
@@ -222,6 +241,9 @@ func openTarget(spec string, baseline bool, zone string, o vouchOptions) (*targe
 	if set != 1 {
 		return nil, errors.New("give exactly one of -target ADDR, -baseline, -zone FILE")
 	}
+	if spec != "" && spawnServer {
+		return nil, errors.New("-spawn starts the baseline or vouch (-zone), not -target")
+	}
 	switch {
 	case spec != "":
 		a, err := milter.ParseAddress(spec)
@@ -229,6 +251,12 @@ func openTarget(spec string, baseline bool, zone string, o vouchOptions) (*targe
 			return nil, err
 		}
 		return &target{addr: a, name: milterSpec(a)}, nil
+	case baseline && spawnServer:
+		s, err := spawnServe([]string{"-noop"})
+		if err != nil {
+			return nil, err
+		}
+		return &target{addr: s.addr, name: fmt.Sprintf("baseline (no-op milter, pid %d) %s", s.pid, milterSpec(s.addr)), srv: s, pid: s.pid}, nil
 	case baseline:
 		s, err := startNoop(loopback)
 		if err != nil {
@@ -239,6 +267,17 @@ func openTarget(spec string, baseline bool, zone string, o vouchOptions) (*targe
 	text, err := readZone(zone)
 	if err != nil {
 		return nil, err
+	}
+	if spawnServer {
+		args := []string{"-zone", zone}
+		if o.MaxConnections > 0 {
+			args = append(args, "-max-connections", strconv.Itoa(o.MaxConnections))
+		}
+		s, err := spawnServe(args)
+		if err != nil {
+			return nil, err
+		}
+		return &target{addr: s.addr, name: fmt.Sprintf("vouch (zone %s, pid %d) %s", zone, s.pid, milterSpec(s.addr)), srv: s, pid: s.pid}, nil
 	}
 	v, err := startVouch(text, loopback, o)
 	if err != nil {
@@ -254,6 +293,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	spec := fs.String("target", "", "milter `address` to load: inet:PORT@HOST, inet6:PORT@[HOST], unix:/path")
 	baseline := fs.Bool("baseline", false, "load an in-process no-op milter (the protocol's own limit)")
 	zone := fs.String("zone", "", "load an in-process vouch resolving through an in-process DNS server holding this zone `file`")
+	spawnServer := fs.Bool("spawn", false, "run the -baseline or -zone server in a child process")
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
@@ -261,7 +301,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err != nil {
 		return usageErr(stderr, "run", err)
 	}
-	t, err := openTarget(*spec, *baseline, *zone, vouchOptions{})
+	t, err := openTarget(*spec, *baseline, *zone, *spawnServer, vouchOptions{})
 	if err != nil {
 		return usageErr(stderr, "run", err)
 	}
@@ -273,12 +313,8 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err != nil {
 		return fail(stderr, "run", err)
 	}
-	q := t.queries()
-	s := Run(ctx, t.addr, l)
+	s, q := t.run(ctx, l)
 	stop()
-	if q >= 0 {
-		q = t.queries() - q
-	}
 	r := report(t.name, l, s, q)
 	if lf.json {
 		writeJSON(stdout, r)

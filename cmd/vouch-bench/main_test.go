@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +17,18 @@ import (
 
 	"github.com/vouch-mail/vouch/milter"
 )
+
+// TestMain lets the test binary stand in for vouch-bench when a test
+// makes it start a server child process ("serve ...").
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
 
 // bench runs the command line and returns its exit code and output.
 func bench(t *testing.T, args ...string) (int, string, string) {
@@ -190,6 +204,65 @@ func TestCompare(t *testing.T) {
 	}
 }
 
+// With -spawn the baseline and vouch run in child processes, whose CPU
+// time is reported, and which are gone afterwards.
+func TestCompareSpawned(t *testing.T) {
+	code, out, errOut := bench(t, "compare", "-spawn", "-zone", "testdata/zone.txt", "-workload", "testdata/workload.txt",
+		"-d", "300ms", "-rounds", "1", "-c", "4", "-json")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	c := decode[Comparison](t, out)
+	if c.Baseline.Sessions == 0 || c.Vouch.Sessions == 0 {
+		t.Fatalf("no sessions: baseline %d, vouch %d", c.Baseline.Sessions, c.Vouch.Sessions)
+	}
+	sameCounts(t, c.Baseline.Verdicts, map[string]int{"accept": c.Baseline.Sessions})
+	sameCounts(t, c.Vouch.Verdicts, map[string]int{"continue": c.Vouch.Sessions})
+	for _, r := range []Report{c.Baseline, c.Vouch} {
+		if !strings.Contains(r.Target, "pid ") || r.ServerCPUPerSession < 0 || r.DNSQueries != -1 {
+			t.Errorf("%s: server cpu %v, dns %d", r.Target, r.ServerCPUPerSession, r.DNSQueries)
+		}
+	}
+	if c.CPURatio != 0 {
+		t.Errorf("cpu ratio %v for servers in other processes, want 0 (not comparable)", c.CPURatio)
+	}
+}
+
+func TestIdleSpawnsAndMeasuresVouch(t *testing.T) {
+	code, out, errOut := bench(t, "idle", "-zone", "testdata/zone.txt", "-workload", "testdata/workload.txt",
+		"-n", "20", "-c", "4", "-warmup", "10", "-settle", "0", "-json")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	r := decode[IdleReport](t, out)
+	if r.Connections != 20 || r.OpenErrors != 0 || r.PID <= 0 || r.PID == os.Getpid() || r.RSSOpenKiB <= 0 {
+		t.Errorf("got %+v", r)
+	}
+}
+
+func TestProcessCPU(t *testing.T) {
+	start, err := processCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Work until the clock ticks over (it counts in 10 ms steps).
+	x := 0
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); {
+		for i := range 1_000_000 {
+			x ^= i
+		}
+		if d, _ := processCPU(os.Getpid()); d > start {
+			break
+		}
+	}
+	if d, _ := processCPU(os.Getpid()); d <= start {
+		t.Errorf("CPU time did not grow from %v (%d)", start, x)
+	}
+	if _, err := processCPU(0); err == nil {
+		t.Error("pid 0: no error")
+	}
+}
+
 // idle holds connections that vouch accepted: past max_connections vouch
 // answers tempfail at connect, and those are counted as failures.
 func TestIdleOpensConnectionsVouchAccepts(t *testing.T) {
@@ -233,6 +306,8 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"serve needs one", []string{"serve"}, "give -noop or -zone FILE"},
 		{"negative rate", []string{"run", "-baseline", "-workload", "testdata/mixed.txt", "-rate", "-1"}, "-rate not negative"},
+		{"spawn needs no target", []string{"compare", "-spawn", "-target", "inet:1@127.0.0.1", "-workload", "testdata/mixed.txt"}, "-spawn starts vouch from -zone"},
+		{"run spawn target", []string{"run", "-spawn", "-target", "inet:1@127.0.0.1", "-workload", "testdata/mixed.txt"}, "-spawn starts the baseline or vouch"},
 		{"rounds", []string{"compare", "-rounds", "0", "-zone", "testdata/zone.txt", "-workload", "testdata/mixed.txt"}, "-rounds 0"},
 	}
 	for _, tc := range tests {

@@ -51,12 +51,15 @@ type Report struct {
 	// CPUPerSession is this process's CPU time per session, in
 	// microseconds: the load generator's alone for an external target,
 	// with the server's for an in-process one.
-	CPUPerSession  float64        `json:"cpu_us_per_session"`
-	Session        Latency        `json:"session_latency"`
-	Rcpt           Latency        `json:"rcpt_latency"`
-	Verdicts       map[string]int `json:"verdicts"`
-	ProtocolErrors int            `json:"protocol_errors"`
-	ErrorSamples   map[string]int `json:"error_samples,omitempty"`
+	CPUPerSession float64 `json:"cpu_us_per_session"`
+	// ServerCPUPerSession is the server process's CPU time per session,
+	// in microseconds, when it runs as a child of this one (-spawn).
+	ServerCPUPerSession float64        `json:"server_cpu_us_per_session,omitempty"`
+	Session             Latency        `json:"session_latency"`
+	Rcpt                Latency        `json:"rcpt_latency"`
+	Verdicts            map[string]int `json:"verdicts"`
+	ProtocolErrors      int            `json:"protocol_errors"`
+	ErrorSamples        map[string]int `json:"error_samples,omitempty"`
 	// DNSQueries counts upstream queries the in-process DNS server
 	// answered during the run (-1: unknown, an external target).
 	DNSQueries           int     `json:"dns_queries"`
@@ -86,6 +89,7 @@ func report(target string, l Load, s *sample, dnsQueries int) Report {
 	}
 	if s.sessions > 0 {
 		r.CPUPerSession = float64(s.cpu) / float64(s.sessions) / float64(time.Microsecond)
+		r.ServerCPUPerSession = float64(s.serverCPU) / float64(s.sessions) / float64(time.Microsecond)
 	}
 	if dnsQueries >= 0 && s.sessions > 0 {
 		r.DNSQueriesPerSession = float64(dnsQueries) / float64(s.sessions)
@@ -103,6 +107,9 @@ func (r Report) writeText(w io.Writer) {
 	fmt.Fprintf(w, "sessions      %d (%.1f/s), %d transactions, %d protocol errors\n",
 		r.Sessions, r.SessionsPerSec, r.Transactions, r.ProtocolErrors)
 	fmt.Fprintf(w, "cpu/session   %.1f us (this process)\n", r.CPUPerSession)
+	if r.ServerCPUPerSession > 0 {
+		fmt.Fprintf(w, "server cpu    %.1f us/session (the server process)\n", r.ServerCPUPerSession)
+	}
 	fmt.Fprintf(w, "session ms    %s\n", r.Session)
 	fmt.Fprintf(w, "rcpt ms       %s\n", r.Rcpt)
 	fmt.Fprintf(w, "verdicts      %s\n", verdictText(r.Verdicts))
