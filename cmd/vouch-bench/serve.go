@@ -21,9 +21,16 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	zone := fs.String("zone", "", "zone `file` for vouch's in-process DNS server")
 	listen := fs.String("listen", "inet:0@127.0.0.1", "milter `address` (port 0: any free port)")
 	maxConns := fs.Int("max-connections", 0, "vouch's max_connections (0: the daemon's default, 2000)")
+	profile := loadFlags{}
+	fs.StringVar(&profile.cpuprofile, "cpuprofile", "", "write a CPU profile of the server, until it stops, to `file`")
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
+	stop, err := profile.profile()
+	if err != nil {
+		return fail(stderr, "serve", err)
+	}
+	defer stop()
 	a, err := milter.ParseAddress(*listen)
 	if err != nil {
 		return usageErr(stderr, "serve", err)
