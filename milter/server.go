@@ -3,11 +3,13 @@ package milter
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,7 +151,7 @@ func (srv *Server) serveConn(raw net.Conn) {
 	id := srv.nextID.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{srv: srv, set: srv.settings.Load(), ctx: ctx, id: id,
-		log: srv.log.With("conn", id)}
+		log: srv.log.With("conn", id), wire: tc}
 	tc.onClose = func() {
 		cancel() // stops the session's lookups when the MTA hangs up
 		if err := tc.timeoutErr(); err != nil {
@@ -300,6 +302,33 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		}
 	}
 	return c.in.Read(p)
+}
+
+// insertHeader queues SMFIR_INSHEADER, as go-milter's
+// Modifier.InsertHeader encodes it (length, 'i', index, name NUL, value
+// with CRLF as LF, NUL), without the buffers go-milter allocates for each
+// packet it writes: an answer at end of message carries two.
+func (c *trackedConn) insertHeader(index int, name, value string) {
+	if c.out == nil {
+		c.out = make([]byte, 0, 256)
+	}
+	start := len(c.out)
+	c.out = append(c.out, 0, 0, 0, 0, 'i')
+	c.out = binary.BigEndian.AppendUint32(c.out, uint32(index))
+	c.out = append(c.out, name...)
+	c.out = append(c.out, 0)
+	for {
+		i := strings.Index(value, "\r\n")
+		if i < 0 {
+			break
+		}
+		c.out = append(c.out, value[:i]...)
+		c.out = append(c.out, '\n')
+		value = value[i+2:]
+	}
+	c.out = append(c.out, value...)
+	c.out = append(c.out, 0)
+	binary.BigEndian.PutUint32(c.out[start:], uint32(len(c.out)-start-4))
 }
 
 // rawReader reads from the connection itself, under the idle deadline.

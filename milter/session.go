@@ -61,6 +61,9 @@ type conn struct {
 	connLog *slog.Logger
 	ctx     context.Context
 	id      uint64
+	// wire, when set, takes the packets that add header fields directly
+	// (see writeHeaders); nil outside a server connection.
+	wire *trackedConn
 
 	// Connect stage.
 	hostname string // the MTA's name for the client, "[ip]" when unverified
@@ -514,7 +517,9 @@ func (c *conn) writeHeaders(m *milter.Modifier) error {
 	// the last field first.
 	fields := c.fields()
 	for i := len(fields) - 1; i >= 0; i-- {
-		if err := m.InsertHeader(headerIndex, fields[i].Name, fields[i].Value); err != nil {
+		if c.wire != nil {
+			c.wire.insertHeader(headerIndex, fields[i].Name, fields[i].Value)
+		} else if err := m.InsertHeader(headerIndex, fields[i].Name, fields[i].Value); err != nil {
 			return fmt.Errorf("adding %s: %w", fields[i].Name, err)
 		}
 		c.srv.metrics.HeadersAdded.WithLabelValues(fields[i].Name).Inc()
