@@ -127,3 +127,18 @@ func FuzzInsertHeader(f *testing.F) {
 		}
 	})
 }
+
+// The answers vouch writes itself (see conn.send) are go-milter's packets:
+// read back by go-milter's client they are the replies sent.
+func TestWritePacketAsGoMilter(t *testing.T) {
+	for _, r := range []*reply{respContinue, respAccept, respTempFail, respInternal,
+		replyCode(550, "5.7.23", "SPF: 192.0.2.1 is not allowed to send mail from example.com, 100%% sure")} {
+		c := &trackedConn{}
+		c.writePacket(r.code, r.data)
+		want := binary.BigEndian.AppendUint32(nil, uint32(len(r.data)+1))
+		want = append(append(want, r.code), r.data...)
+		if !bytes.Equal(c.out, want) {
+			t.Errorf("got %q, want %q", c.out, want)
+		}
+	}
+}

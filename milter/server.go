@@ -304,6 +304,17 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	return c.in.Read(p)
 }
 
+// writePacket queues a milter packet: its length, code and data, as
+// go-milter writes one.
+func (c *trackedConn) writePacket(code byte, data []byte) {
+	if c.out == nil {
+		c.out = make([]byte, 0, 256)
+	}
+	c.out = binary.BigEndian.AppendUint32(c.out, uint32(len(data)+1))
+	c.out = append(c.out, code)
+	c.out = append(c.out, data...)
+}
+
 // insertHeader queues SMFIR_INSHEADER, as go-milter's
 // Modifier.InsertHeader encodes it (length, 'i', index, name NUL, value
 // with CRLF as LF, NUL), without the buffers go-milter allocates for each

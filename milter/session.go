@@ -129,6 +129,26 @@ func (c *conn) guard(stage string, resp *milter.Response, err *error) {
 			*err = nil
 		}
 	}
+	if resp != nil && (err == nil || *err == nil) {
+		*resp = c.send(*resp)
+	}
+}
+
+// send puts the answer straight into the connection's output, as
+// writeHeaders does, and returns nil so that go-milter writes nothing:
+// go-milter would build each answer packet in a fresh 4 KiB buffer.
+// Outside a server connection (Explain) the answer is returned as is.
+func (c *conn) send(resp milter.Response) milter.Response {
+	if c.wire == nil || resp == nil {
+		return resp
+	}
+	if r, ok := resp.(*reply); ok {
+		c.wire.writePacket(r.code, r.data)
+	} else {
+		msg := resp.Response()
+		c.wire.writePacket(msg.Code, msg.Data)
+	}
+	return nil
 }
 
 func (s session) Connect(host, family string, port uint16, addr net.IP, m *milter.Modifier) (resp milter.Response, err error) {
@@ -403,7 +423,7 @@ func (s session) Header(name, value string, m *milter.Modifier) (resp milter.Res
 }
 
 func (s session) Headers(h textproto.MIMEHeader, m *milter.Modifier) (milter.Response, error) {
-	return respContinue, nil
+	return s.c.send(respContinue), nil
 }
 
 func (s session) BodyChunk(chunk []byte, m *milter.Modifier) (milter.Response, error) {
