@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -112,16 +111,9 @@ func auditCommand(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	rep := runAudit(context.Background(), o, cfg, res)
-	if o.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(rep); err != nil {
-			fmt.Fprintln(stderr, "vouch audit:", err)
-			return exitError
-		}
-	} else {
-		rep.writeText(stdout)
+	if err := printReport(rep, o.json, stdout); err != nil {
+		fmt.Fprintln(stderr, "vouch audit:", err)
+		return exitError
 	}
 	return rep.ExitStatus
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -98,12 +97,9 @@ func localHostname() string {
 // loadConfig reads the file (or the embedded defaults) and points the
 // resolver at dnsServer when one is given.
 func loadConfig(file, dnsServer string) (*config.Config, *dns.Resolver, error) {
-	cfg := config.Default()
-	if file != "" {
-		var err error
-		if cfg, err = config.Load(file); err != nil {
-			return nil, nil, err
-		}
+	cfg, err := loadFile(file)
+	if err != nil {
+		return nil, nil, err
 	}
 	if dnsServer != "" {
 		cfg.DNS.Servers = []string{dnsServer}
@@ -146,16 +142,9 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	ctx := context.Background()
 	e := milter.Explain(ctx, settings, req, nil)
 	rep := newCheckReport(ctx, settings, res, req, e)
-	if o.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(rep); err != nil {
-			fmt.Fprintln(stderr, "vouch check:", err)
-			return exitError
-		}
-	} else {
-		rep.writeText(stdout)
+	if err := printReport(rep, o.json, stdout); err != nil {
+		fmt.Fprintln(stderr, "vouch check:", err)
+		return exitError
 	}
 	return rep.ExitStatus
 }

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -139,12 +140,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*flagOverrides, error) {
 
 // load reads the configuration (file or defaults) and applies the flags.
 func (f *flagOverrides) load() (*config.Config, error) {
-	c := config.Default()
-	if f.configFile != "" {
-		var err error
-		if c, err = config.Load(f.configFile); err != nil {
-			return nil, err
-		}
+	c, err := loadFile(f.configFile)
+	if err != nil {
+		return nil, err
 	}
 	if f.set["milter.listen"] {
 		c.Milter.Listen = f.milterListen
@@ -183,4 +181,28 @@ func requireFlags(fs *flag.FlagSet, names ...string) error {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	return nil
+}
+
+// textReport is what check and audit print for people.
+type textReport interface{ writeText(io.Writer) }
+
+// printReport writes rep as indented JSON for scripts, or as text.
+func printReport(rep textReport, asJSON bool, w io.Writer) error {
+	if !asJSON {
+		rep.writeText(w)
+		return nil
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(rep)
+}
+
+// loadFile reads a configuration file, or gives the embedded defaults
+// when there is none.
+func loadFile(file string) (*config.Config, error) {
+	if file == "" {
+		return config.Default(), nil
+	}
+	return config.Load(file)
 }
