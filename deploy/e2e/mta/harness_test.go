@@ -235,15 +235,15 @@ func TestConfigRejectsInjection(t *testing.T) {
 	if _, err := renderMainCF(map[string]string{"bad name": "x"}); err == nil {
 		t.Error("main.cf parameter name with a space accepted")
 	}
-	ps := &postfixServer{o: Options{PostfixSMTPD: map[string]string{"smtpd_milters": "} -o {x=y"}}}
+	ps := &postfixServer{instance: instance{o: Options{PostfixSMTPD: map[string]string{"smtpd_milters": "} -o {x=y"}}}}
 	if _, err := ps.masterCF(); err == nil {
 		t.Error("master.cf option with braces accepted")
 	}
-	ss := &sendmailServer{dir: "/tmp/x", root: "/opt/x", o: Options{Macros: Macros{Connect: []string{"{a}')dnl"}}}}
+	ss := &sendmailServer{instance: instance{dir: "/tmp/x", o: Options{Macros: Macros{Connect: []string{"{a}')dnl"}}}}, root: "/opt/x"}
 	if _, err := ss.mc(); err == nil {
 		t.Error("macro name with m4 quotes accepted")
 	}
-	ss = &sendmailServer{dir: "/tmp/x", root: "/opt/x", o: Options{MilterAddr: "inet:1@127.0.0.1", SendmailFilterFlags: "T, S=inet:2@evil"}}
+	ss = &sendmailServer{instance: instance{dir: "/tmp/x", o: Options{MilterAddr: "inet:1@127.0.0.1", SendmailFilterFlags: "T, S=inet:2@evil"}}, root: "/opt/x"}
 	if _, err := ss.mc(); err == nil {
 		t.Error("filter flags with a comma accepted")
 	}

@@ -23,6 +23,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -415,3 +416,79 @@ func retryPorts(start func(port int) error) error {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// instance is what every private MTA has: its options, directory, port,
+// log and process, and the Server methods that need nothing else.
+type instance struct {
+	name string
+	o    Options
+	dir  string
+	port int
+	proc *process
+	log  *logBuffer
+	sys  *syslogSink
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+func newInstance(t testing.TB, name string, o Options) instance {
+	return instance{name: name, o: o, dir: instanceDir(t, name), log: &logBuffer{}}
+}
+
+func (s *instance) Name() string     { return s.name }
+func (s *instance) SMTPAddr() string { return "127.0.0.1:" + itoa(s.port) }
+func (s *instance) Domain() string   { return s.o.Domain }
+func (s *instance) Hostname() string { return s.o.Hostname }
+func (s *instance) Dir() string      { return s.dir }
+
+func (s *instance) Mailbox(t testing.TB, user string, n int, timeout time.Duration) []Message {
+	t.Helper()
+	return waitMaildir(t, s, filepath.Join(s.dir, "mail"), user, n, timeout)
+}
+
+// Log is what the MTA sent to syslog, plus its own output.
+func (s *instance) Log() string { return s.log.String() }
+
+// Stop stops the process group the MTA leads, and the syslog socket.
+func (s *instance) Stop() error {
+	s.stopOnce.Do(func() {
+		if s.proc != nil {
+			s.stopErr = s.proc.stop(10 * time.Second)
+		}
+		if s.sys != nil {
+			s.sys.Close()
+		}
+	})
+	return s.stopErr
+}
+
+// launch prepares the instance, starts it on a free port (another one if
+// the port is taken), and stops it at the test's cleanup. A mount
+// namespace refused (no CAP_SYS_ADMIN) makes the MTA unavailable.
+func (s *instance) launch(t testing.TB, prepare, start func() error) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("%s: stop: %v", s.name, err)
+		}
+		if t.Failed() {
+			t.Logf("%s log (%s):\n%s", s.name, s.dir, logTail(s.Log(), 60))
+		}
+	})
+	started := time.Now()
+	err := prepare()
+	if err == nil {
+		err = retryPorts(func(port int) error {
+			s.port = port
+			return start()
+		})
+	}
+	if errors.Is(err, syscall.EPERM) {
+		unavailable(t, "%s: cannot run in a private mount namespace (needs CAP_SYS_ADMIN): %v", s.name, err)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v\nlog:\n%s", s.name, err, logTail(s.Log(), 40))
+	}
+	t.Logf("%s: %s listening on %s (started in %v)", s.name, s.dir, s.SMTPAddr(), time.Since(started).Round(time.Millisecond))
+}

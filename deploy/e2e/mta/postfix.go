@@ -10,8 +10,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -22,16 +20,8 @@ const postfixBin = "/usr/sbin/postfix"
 // queue_directory, data_directory, syslog socket and maildirs, with
 // master(8) as a direct child of the test.
 type postfixServer struct {
-	o    Options
-	dir  string
-	port int
+	instance
 	defs map[string]string // postconf -d values the config builds on
-	proc *process
-	log  *logBuffer
-	sys  *syslogSink
-
-	stopOnce sync.Once
-	stopErr  error
 }
 
 // StartPostfix starts a private Postfix whose smtpd listens on a free
@@ -52,59 +42,11 @@ func StartPostfix(t testing.TB, o Options) Server {
 	if err != nil {
 		t.Fatalf("postfix: %v", err)
 	}
-	s := &postfixServer{o: opts, dir: instanceDir(t, "postfix"), log: &logBuffer{}}
-	t.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			t.Errorf("postfix: stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("postfix log (%s):\n%s", s.dir, logTail(s.Log(), 60))
-		}
-	})
-	started := time.Now()
-	err = s.prepare()
-	if err == nil {
-		err = retryPorts(func(port int) error {
-			s.port = port
-			return s.start()
-		})
-	}
-	if errors.Is(err, syscall.EPERM) {
-		unavailable(t, "postfix: cannot run in a private mount namespace (needs CAP_SYS_ADMIN): %v", err)
-	}
-	if err != nil {
-		t.Fatalf("postfix: %v\nlog:\n%s", err, logTail(s.Log(), 40))
-	}
-	t.Logf("postfix: %s listening on %s (started in %v)", s.dir, s.SMTPAddr(), time.Since(started).Round(time.Millisecond))
+	s := &postfixServer{instance: newInstance(t, "postfix", opts)}
+	// master(8) makes itself a session and process group leader, and its
+	// SIGTERM handler takes the children down.
+	s.launch(t, s.prepare, s.start)
 	return s
-}
-
-func (s *postfixServer) Name() string     { return "postfix" }
-func (s *postfixServer) SMTPAddr() string { return "127.0.0.1:" + itoa(s.port) }
-func (s *postfixServer) Domain() string   { return s.o.Domain }
-func (s *postfixServer) Hostname() string { return s.o.Hostname }
-func (s *postfixServer) Dir() string      { return s.dir }
-
-func (s *postfixServer) Mailbox(t testing.TB, user string, n int, timeout time.Duration) []Message {
-	t.Helper()
-	return waitMaildir(t, s, filepath.Join(s.dir, "mail"), user, n, timeout)
-}
-
-// Log is what Postfix sent to syslog, plus master's own output.
-func (s *postfixServer) Log() string { return s.log.String() }
-
-func (s *postfixServer) Stop() error {
-	s.stopOnce.Do(func() {
-		if s.proc != nil {
-			// master(8) made itself a session (and process group)
-			// leader; its SIGTERM handler takes the children down.
-			s.stopErr = s.proc.stop(10 * time.Second)
-		}
-		if s.sys != nil {
-			s.sys.Close()
-		}
-	})
-	return s.stopErr
 }
 
 // postconfDefaults reads compiled-in defaults of the installed Postfix, so

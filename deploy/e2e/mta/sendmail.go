@@ -8,10 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // DefaultSendmailRoot is where .ci/sendmail-root unpacks Sendmail unless
@@ -25,16 +22,8 @@ const DefaultSendmailRoot = "/opt/vouch-sendmail"
 // trying to qualify it) and its syslog(3) lands on a socket of ours,
 // without changing the machine's /etc/hosts or /dev.
 type sendmailServer struct {
-	o    Options
+	instance
 	root string
-	dir  string
-	port int
-	proc *process
-	log  *logBuffer
-	sys  *syslogSink
-
-	stopOnce sync.Once
-	stopErr  error
 }
 
 func sendmailRoot() string {
@@ -66,59 +55,11 @@ func StartSendmail(t testing.TB, o Options) Server {
 	if err != nil {
 		t.Fatalf("sendmail: %v", err)
 	}
-	s := &sendmailServer{o: opts, root: root, dir: instanceDir(t, "sendmail"), log: &logBuffer{}}
-	t.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			t.Errorf("sendmail: stop: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("sendmail log (%s):\n%s", s.dir, logTail(s.Log(), 60))
-		}
-	})
-	started := time.Now()
-	err = s.prepare()
-	if err == nil {
-		err = retryPorts(func(port int) error {
-			s.port = port
-			return s.start()
-		})
-	}
-	if errors.Is(err, syscall.EPERM) {
-		unavailable(t, "sendmail: cannot run in a private mount namespace (needs CAP_SYS_ADMIN): %v", err)
-	}
-	if err != nil {
-		t.Fatalf("sendmail: %v\nlog:\n%s", err, logTail(s.Log(), 40))
-	}
-	t.Logf("sendmail: %s listening on %s (started in %v)", s.dir, s.SMTPAddr(), time.Since(started).Round(time.Millisecond))
+	s := &sendmailServer{instance: newInstance(t, "sendmail", opts), root: root}
+	// The shell execs sendmail, which leads the process group of its SMTP
+	// and delivery children.
+	s.launch(t, s.prepare, s.start)
 	return s
-}
-
-func (s *sendmailServer) Name() string     { return "sendmail" }
-func (s *sendmailServer) SMTPAddr() string { return "127.0.0.1:" + itoa(s.port) }
-func (s *sendmailServer) Domain() string   { return s.o.Domain }
-func (s *sendmailServer) Hostname() string { return s.o.Hostname }
-func (s *sendmailServer) Dir() string      { return s.dir }
-
-func (s *sendmailServer) Mailbox(t testing.TB, user string, n int, timeout time.Duration) []Message {
-	t.Helper()
-	return waitMaildir(t, s, filepath.Join(s.dir, "mail"), user, n, timeout)
-}
-
-// Log is what sendmail sent to syslog plus its own stdout and stderr.
-func (s *sendmailServer) Log() string { return s.log.String() }
-
-func (s *sendmailServer) Stop() error {
-	s.stopOnce.Do(func() {
-		if s.proc != nil {
-			// The shell exec'd sendmail, which leads the process group
-			// of its SMTP and delivery children.
-			s.stopErr = s.proc.stop(10 * time.Second)
-		}
-		if s.sys != nil {
-			s.sys.Close()
-		}
-	})
-	return s.stopErr
 }
 
 // prepare writes everything that does not depend on the port and starts
