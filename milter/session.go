@@ -473,17 +473,17 @@ func (s session) Abort(m *milter.Modifier) (err error) {
 	return nil
 }
 
+// authServID names this host in Authentication-Results: the configured
+// id, else the MTA's own name.
 func (c *conn) authServID() string {
 	if c.set.AuthServID != "" {
 		return c.set.AuthServID
 	}
-	if c.mtaName != "" {
-		return c.mtaName
-	}
-	return c.srv.hostname
+	return c.receiver()
 }
 
-// receiver names this host in Received-SPF: the MTA's own name.
+// receiver names this host in Received-SPF: the MTA's own name (its j
+// macro), else this machine's.
 func (c *conn) receiver() string {
 	if c.mtaName != "" {
 		return c.mtaName
