@@ -80,7 +80,7 @@ type Settings struct {
 func DefaultSettings(r dns.Lookuper) *Settings {
 	tbl, _ := policy.Preset("standard")
 	s := &Settings{
-		Policy:              &policy.Policy{Table: tbl},
+		Policy:              &policy.Policy{Table: tbl, DryRun: map[policy.Check]bool{}},
 		Preset:              "standard",
 		DecideAt:            StageRcpt,
 		Deadline:            8 * time.Second,
@@ -89,6 +89,8 @@ func DefaultSettings(r dns.Lookuper) *Settings {
 		TrustedNetworks:     []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		SkipAuthenticated:   true,
 		ExemptRecipients:    []string{"postmaster", "abuse"},
+		AllowSenderDomains:  []string{},
+		AllowClientNames:    []string{},
 		AddAuthResults:      true,
 		AddReceivedSPF:      true,
 		RemoveForgedAuthRes: true,
@@ -97,6 +99,7 @@ func DefaultSettings(r dns.Lookuper) *Settings {
 	s.Iprev.MaxPTR = 10
 	s.SPF.Enabled = true
 	s.SPF.CheckHelo = true
+	s.SPF.Options = spf.Options{LookupLimit: spf.DefaultLookupLimit, VoidLookupLimit: spf.DefaultVoidLookupLimit}
 	return s
 }
 

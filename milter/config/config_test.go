@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -251,4 +252,17 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("validated config does not build: %v", err)
 		}
 	})
+}
+
+// The daemon's embedded defaults are said twice, as a file (Default) and
+// as settings (milter.DefaultSettings, which tests and tools use): they
+// must be the same.
+func TestDefaultsAgreeWithMilter(t *testing.T) {
+	got, err := Default().Settings(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := milter.DefaultSettings(nil); !reflect.DeepEqual(got, want) {
+		t.Errorf("config.Default().Settings() = %+v\nmilter.DefaultSettings() = %+v", got, want)
+	}
 }
