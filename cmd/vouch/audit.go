@@ -352,7 +352,7 @@ func spfSeen(ctx context.Context, r dns.Lookuper, s spf.Result) string {
 	default:
 		what = s.Domain + ": " + string(s.Verdict) + ", " + s.Problem
 	}
-	if chain := spfChain(ctx, r, s.Domain); len(chain) > 0 && len(chain[0].Records) == 1 {
+	if chain := spf.Chain(ctx, r, s.Domain); len(chain) > 0 && len(chain[0].Records) == 1 {
 		what += "; record " + quoteRecord(chain[0].Records[0])
 	}
 	return what

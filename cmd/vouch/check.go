@@ -197,13 +197,13 @@ type heloReport struct {
 }
 
 type spfReport struct {
-	Identity  string      `json:"identity"`
-	Sender    string      `json:"sender"`
-	Domain    string      `json:"domain"`
-	Result    string      `json:"result"`
-	Mechanism string      `json:"mechanism,omitempty"`
-	Problem   string      `json:"problem,omitempty"`
-	Records   []spfRecord `json:"records"`
+	Identity  string           `json:"identity"`
+	Sender    string           `json:"sender"`
+	Domain    string           `json:"domain"`
+	Result    string           `json:"result"`
+	Mechanism string           `json:"mechanism,omitempty"`
+	Problem   string           `json:"problem,omitempty"`
+	Records   []spf.ChainEntry `json:"records"`
 }
 
 type policyReport struct {
@@ -312,9 +312,9 @@ func newIprevReport(r iprev.Result) *iprevReport {
 
 func newSPFReport(ctx context.Context, r dns.Lookuper, res spf.Result) *spfReport {
 	rep := &spfReport{Identity: string(res.Identity), Sender: res.Sender, Domain: res.Domain,
-		Result: string(res.Verdict), Mechanism: res.Mechanism, Problem: res.Problem, Records: []spfRecord{}}
+		Result: string(res.Verdict), Mechanism: res.Mechanism, Problem: res.Problem, Records: []spf.ChainEntry{}}
 	if res.Domain != "" {
-		rep.Records = spfChain(ctx, r, res.Domain)
+		rep.Records = spf.Chain(ctx, r, res.Domain)
 	}
 	return rep
 }
@@ -355,124 +355,6 @@ func listed(name string, entries []string) bool {
 		}
 	}
 	return false
-}
-
-// spfRecord is one domain of an SPF record chain: the v=spf1 records it
-// publishes, and how it was reached from the record above it.
-type spfRecord struct {
-	Domain string `json:"domain"`
-	// Via is "" for the identity's own domain, else "include" or
-	// "redirect".
-	Via string `json:"via,omitempty"`
-	// Depth is 0 for the identity's domain, 1 for what its record names...
-	Depth   int      `json:"depth"`
-	Records []string `json:"txt"`
-	Error   string   `json:"error,omitempty"`
-}
-
-// maxChain bounds the domains fetched for one chain: RFC 7208 §4.6.4 lets
-// an evaluation make at most 10 DNS-querying terms, plus the first lookup.
-const maxChain = 11
-
-// spfChain fetches the SPF record of domain and, depth first, of each
-// include and redirect it names, for display. Loops and names with macros
-// are not followed.
-func spfChain(ctx context.Context, r dns.Lookuper, domain string) []spfRecord {
-	out := []spfRecord{}
-	seen := map[string]bool{}
-	var walk func(domain, via string, depth int)
-	walk = func(domain, via string, depth int) {
-		key := strings.ToLower(strings.TrimSuffix(domain, "."))
-		if len(out) >= maxChain || seen[key] {
-			return
-		}
-		seen[key] = true
-		rec := spfRecord{Domain: domain, Via: via, Depth: depth, Records: []string{}}
-		if strings.Contains(domain, "%") {
-			rec.Error = "contains macros: not expanded here"
-			out = append(out, rec)
-			return
-		}
-		txts, err := r.LookupTXT(ctx, domain)
-		for _, t := range txts {
-			if isSPFRecord(t) {
-				rec.Records = append(rec.Records, t)
-			}
-		}
-		switch {
-		case err != nil:
-			rec.Error = dnsProblem(err)
-		case len(rec.Records) == 0:
-			rec.Error = "no SPF record"
-		case len(rec.Records) > 1:
-			rec.Error = "more than one SPF record"
-		}
-		out = append(out, rec)
-		if len(rec.Records) == 1 {
-			for _, t := range spfTargets(rec.Records[0]) {
-				walk(t.domain, t.via, depth+1)
-			}
-		}
-	}
-	walk(domain, "", 0)
-	return out
-}
-
-// isSPFRecord reports whether a TXT record is an SPF record: "v=spf1",
-// any case, then a space or the end (RFC 7208 §4.5).
-func isSPFRecord(txt string) bool {
-	return len(txt) >= 6 && strings.EqualFold(txt[:6], "v=spf1") && (len(txt) == 6 || txt[6] == ' ')
-}
-
-type spfTarget struct{ via, domain string }
-
-// spfTargets lists the domains an SPF record's include mechanisms and
-// redirect modifier name, in record order with the redirect last (it
-// applies only when nothing else matched). The record is untrusted DNS
-// text; only names are extracted, nothing is evaluated.
-func spfTargets(record string) []spfTarget {
-	var out []spfTarget
-	var redirect *spfTarget
-	fields := strings.Fields(record)
-	if len(fields) == 0 {
-		return nil
-	}
-	for _, term := range fields[1:] {
-		lower := strings.ToLower(term)
-		if strings.HasPrefix(lower, "redirect=") {
-			if name := term[len("redirect="):]; name != "" && redirect == nil {
-				redirect = &spfTarget{"redirect", name}
-			}
-			continue
-		}
-		if lower != "" && strings.IndexByte("+-~?", lower[0]) >= 0 {
-			term, lower = term[1:], lower[1:]
-		}
-		if strings.HasPrefix(lower, "include:") {
-			if name := term[len("include:"):]; name != "" {
-				out = append(out, spfTarget{"include", name})
-			}
-		}
-	}
-	if redirect != nil {
-		out = append(out, *redirect)
-	}
-	return out
-}
-
-// dnsProblem words a lookup error briefly.
-func dnsProblem(err error) string {
-	var de *net.DNSError
-	if errors.As(err, &de) {
-		switch {
-		case de.IsNotFound:
-			return de.Err
-		case de.IsTimeout:
-			return "DNS timeout"
-		}
-		return "DNS error: " + de.Err
-	}
-	return err.Error()
 }
 
 // show makes a client- or DNS-supplied string safe and unambiguous on a
