@@ -20,6 +20,7 @@ import (
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/metrics"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 // The test world. Each client address has its own story:
@@ -109,7 +110,7 @@ func newEnvOn(t *testing.T, network string, opts ...envOption) *env {
 	var ln net.Listener
 	if network == "unix" {
 		path := filepath.Join(t.TempDir(), "vouch.sock")
-		ln, err = milter.Listen(milter.Address{Network: "unix", Address: path}, milter.ListenOptions{})
+		ln, err = socket.Listen(socket.Address{Network: "unix", Address: path}, socket.Options{})
 		e.network, e.addr = "unix", path
 	} else {
 		ln, err = net.Listen("tcp", "127.0.0.1:0")

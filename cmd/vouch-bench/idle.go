@@ -18,8 +18,7 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
-
-	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 // IdleReport is what holding connections open costs the server.
@@ -61,10 +60,10 @@ func idleCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return usageErr(stderr, "idle", err)
 	}
 
-	var addr milter.Address
+	var addr socket.Address
 	switch {
 	case *spec != "" && *zone == "" && !*noop:
-		if addr, err = milter.ParseAddress(*spec); err != nil {
+		if addr, err = socket.Parse(*spec); err != nil {
 			return usageErr(stderr, "idle", err)
 		}
 	case *spec == "" && (*zone != "") != *noop:
@@ -131,7 +130,7 @@ func idleCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 
 // openIdle opens n connections, each negotiated and past CONNECT and HELO,
 // as an SMTP client that said EHLO and then paused would leave them.
-func openIdle(ctx context.Context, a milter.Address, sessions []Session, n, c int, stderr io.Writer) ([]*gomilter.ClientSession, int) {
+func openIdle(ctx context.Context, a socket.Address, sessions []Session, n, c int, stderr io.Writer) ([]*gomilter.ClientSession, int) {
 	client := gomilter.NewClientWithOptions(a.Network, a.Address, gomilter.ClientOptions{
 		Dialer:      &net.Dialer{Timeout: 30 * time.Second},
 		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
@@ -216,11 +215,11 @@ func closeAll(conns []*gomilter.ClientSession, c int) {
 // spawned is a server this program runs as a child process ("serve").
 type spawned struct {
 	cmd  *exec.Cmd
-	addr milter.Address
+	addr socket.Address
 	pid  int
 }
 
-func (s *spawned) Address() milter.Address { return s.addr }
+func (s *spawned) Address() socket.Address { return s.addr }
 
 func (s *spawned) Close() error {
 	s.cmd.Process.Signal(syscall.SIGTERM)
@@ -252,7 +251,7 @@ func spawnServe(args []string) (*spawned, error) {
 		_, err = fmt.Sscanf(line, "listening %s pid %d", &spec, &s.pid)
 	}
 	if err == nil {
-		s.addr, err = milter.ParseAddress(spec)
+		s.addr, err = socket.Parse(spec)
 	}
 	if err != nil {
 		cmd.Process.Kill()

@@ -13,8 +13,7 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
-
-	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 // Load is what one run sends.
@@ -86,7 +85,7 @@ func (s *sample) merge(o *sample) {
 }
 
 // Run sends l to the milter at a and measures it. ctx ends it early.
-func Run(ctx context.Context, a milter.Address, l Load) *sample {
+func Run(ctx context.Context, a socket.Address, l Load) *sample {
 	if l.Concurrency < 1 {
 		l.Concurrency = 1
 	}

@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 const (
@@ -126,7 +126,7 @@ func (f *loadFlags) load() (Load, error) {
 
 // warm sends the warm-up sessions; their figures are not reported, but
 // their errors are.
-func (f *loadFlags) warm(ctx context.Context, a milter.Address, l Load, stderr io.Writer) error {
+func (f *loadFlags) warm(ctx context.Context, a socket.Address, l Load, stderr io.Writer) error {
 	n := f.warmup
 	if n < 0 {
 		n = len(l.Sessions)
@@ -193,7 +193,7 @@ func fail(stderr io.Writer, cmd string, err error) int {
 // target is what a command loads: an external milter, or one this
 // process serves.
 type target struct {
-	addr milter.Address
+	addr socket.Address
 	name string
 	srv  server     // nil for an external milter
 	dns  func() int // upstream DNS queries so far; nil when unknown
@@ -246,7 +246,7 @@ func openTarget(spec string, baseline bool, zone string, spawnServer bool, o vou
 	}
 	switch {
 	case spec != "":
-		a, err := milter.ParseAddress(spec)
+		a, err := socket.Parse(spec)
 		if err != nil {
 			return nil, err
 		}

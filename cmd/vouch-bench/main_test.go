@@ -14,8 +14,7 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
-
-	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 // TestMain lets the test binary stand in for vouch-bench when a test
@@ -368,7 +367,7 @@ func TestLatencyPercentiles(t *testing.T) {
 func TestMilterSpec(t *testing.T) {
 	for _, spec := range []string{"inet:8895@127.0.0.1", "inet6:8895@[::1]", "unix:/run/vouch/milter.sock"} {
 		t.Run(spec, func(t *testing.T) {
-			a, err := milter.ParseAddress(spec)
+			a, err := socket.Parse(spec)
 			if err != nil {
 				t.Fatal(err)
 			}

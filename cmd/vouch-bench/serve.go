@@ -9,7 +9,7 @@ import (
 	"os"
 
 	"github.com/vouch-mail/vouch/checks/dnstest"
-	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 // serveCommand runs an in-process vouch or the no-op milter in a process
@@ -31,7 +31,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fail(stderr, "serve", err)
 	}
 	defer stop()
-	a, err := milter.ParseAddress(*listen)
+	a, err := socket.Parse(*listen)
 	if err != nil {
 		return usageErr(stderr, "serve", err)
 	}

@@ -16,16 +16,17 @@ import (
 	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 // server is a milter served by this process.
 type server interface {
-	Address() milter.Address
+	Address() socket.Address
 	Close() error
 }
 
 // milterSpec renders a as a milter socket spelling ("inet:PORT@HOST").
-func milterSpec(a milter.Address) string {
+func milterSpec(a socket.Address) string {
 	if a.Network == "unix" {
 		return "unix:" + a.Address
 	}
@@ -41,10 +42,10 @@ func milterSpec(a milter.Address) string {
 
 // listenAt opens a and returns the listener with its real address (a port
 // 0 becomes the one the kernel chose).
-func listenAt(a milter.Address) (net.Listener, milter.Address, error) {
-	ln, err := milter.Listen(a, milter.ListenOptions{})
+func listenAt(a socket.Address) (net.Listener, socket.Address, error) {
+	ln, err := socket.Listen(a, socket.Options{})
 	if err != nil {
-		return nil, milter.Address{}, err
+		return nil, socket.Address{}, err
 	}
 	if a.Network != "unix" {
 		a.Address = ln.Addr().String()
@@ -57,13 +58,13 @@ func listenAt(a milter.Address) (net.Listener, milter.Address, error) {
 // vouch negotiates. Its throughput is the protocol's own limit on this
 // machine, with this library.
 type noopServer struct {
-	addr milter.Address
+	addr socket.Address
 	srv  *gomilter.Server
 	done chan struct{}
 }
 
 // startNoop serves the no-op milter on a.
-func startNoop(a milter.Address) (*noopServer, error) {
+func startNoop(a socket.Address) (*noopServer, error) {
 	ln, a, err := listenAt(a)
 	if err != nil {
 		return nil, err
@@ -86,7 +87,7 @@ func startNoop(a milter.Address) (*noopServer, error) {
 	return s, nil
 }
 
-func (s *noopServer) Address() milter.Address { return s.addr }
+func (s *noopServer) Address() socket.Address { return s.addr }
 
 func (s *noopServer) Close() error {
 	err := s.srv.Close()
@@ -99,7 +100,7 @@ func (s *noopServer) Close() error {
 // metrics), except that no network is trusted and DNS is an in-process
 // authoritative server holding a zone file.
 type vouchServer struct {
-	addr    milter.Address
+	addr    socket.Address
 	DNS     *dnstest.Server
 	srv     *milter.Server
 	logFile *os.File
@@ -113,7 +114,7 @@ type vouchOptions struct {
 
 // startVouch serves vouch on a, resolving through a dnstest server loaded
 // with zoneText.
-func startVouch(zoneText string, a milter.Address, o vouchOptions) (*vouchServer, error) {
+func startVouch(zoneText string, a socket.Address, o vouchOptions) (*vouchServer, error) {
 	d, err := dnstest.Start(zoneText)
 	if err != nil {
 		return nil, err
@@ -160,7 +161,7 @@ func startVouch(zoneText string, a milter.Address, o vouchOptions) (*vouchServer
 	return v, nil
 }
 
-func (v *vouchServer) Address() milter.Address { return v.addr }
+func (v *vouchServer) Address() socket.Address { return v.addr }
 
 func (v *vouchServer) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -182,7 +183,7 @@ func (v *vouchServer) closeAux() {
 
 // loopback is where in-process servers listen: loopback TCP, a port the
 // kernel picks.
-var loopback = milter.Address{Network: "tcp4", Address: "127.0.0.1:0"}
+var loopback = socket.Address{Network: "tcp4", Address: "127.0.0.1:0"}
 
 func readZone(path string) (string, error) {
 	b, err := os.ReadFile(path)

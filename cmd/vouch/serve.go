@@ -25,6 +25,7 @@ import (
 	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 func serveCommand(args []string, stderr io.Writer) int {
@@ -103,7 +104,7 @@ func newDaemon(cfg *config.Config, flags *flagOverrides, logger *slog.Logger, re
 	opts.Logger, opts.Metrics = logger, d.metrics
 	d.server = milter.NewServer(settings, opts)
 
-	if d.milterLn, err = milter.Listen(cfg.ListenAddress(), cfg.ListenOptions()); err != nil {
+	if d.milterLn, err = socket.Listen(cfg.ListenAddress(), cfg.ListenOptions()); err != nil {
 		return nil, err
 	}
 	if cfg.Metrics.Listen != "" {

@@ -19,8 +19,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/config"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 // obj is a decoded manifest; at walks it by keys and list indices.
@@ -161,7 +161,7 @@ func listenPort(t *testing.T, what, hostPort string) int {
 
 func TestConfigMatchesPorts(t *testing.T) {
 	m := loadAll(t)
-	a, err := milter.ParseAddress(m.cfg.Milter.Listen)
+	a, err := socket.Parse(m.cfg.Milter.Listen)
 	if err != nil || a.Network == "unix" {
 		t.Fatalf("milter.listen %q: want a TCP socket in a pod (%v)", m.cfg.Milter.Listen, err)
 	}
@@ -292,7 +292,7 @@ func TestDockerfile(t *testing.T) {
 		t.Fatalf("CMD %v lacks %s", args, name)
 		return ""
 	}
-	a, err := milter.ParseAddress(flag("-milter.listen"))
+	a, err := socket.Parse(flag("-milter.listen"))
 	if err != nil {
 		t.Fatal(err)
 	}

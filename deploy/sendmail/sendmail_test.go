@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/config"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 func snippet(t *testing.T) string {
@@ -49,11 +49,11 @@ func TestFilterLine(t *testing.T) {
 	def := config.Default()
 
 	// S= is vouch's default socket, in Sendmail's spelling.
-	want, err := milter.ParseAddress(def.Milter.Listen)
+	want, err := socket.Parse(def.Milter.Listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := milter.ParseAddress(spec["S"])
+	got, err := socket.Parse(spec["S"])
 	if err != nil || got.Address != want.Address {
 		t.Errorf("S=%s (%v) is not vouch's default %s", spec["S"], err, def.Milter.Listen)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/policy"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 // ParseLevel reads a log level: debug, info, warn or error.
@@ -35,15 +36,15 @@ func (c *Config) ResolverConfig() dns.Config {
 }
 
 // ListenAddress is the parsed milter socket.
-func (c *Config) ListenAddress() milter.Address {
-	a, _ := milter.ParseAddress(c.Milter.Listen) // validated
+func (c *Config) ListenAddress() socket.Address {
+	a, _ := socket.Parse(c.Milter.Listen) // validated
 	return a
 }
 
 // ListenOptions are the unix socket's permissions.
-func (c *Config) ListenOptions() milter.ListenOptions {
+func (c *Config) ListenOptions() socket.Options {
 	m, _ := parseMode(c.Milter.SocketMode) // validated
-	return milter.ListenOptions{Mode: m, Group: c.Milter.SocketGroup}
+	return socket.Options{Mode: m, Group: c.Milter.SocketGroup}
 }
 
 // ServerOptions are the milter server's fixed settings.

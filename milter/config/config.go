@@ -21,9 +21,9 @@ import (
 
 	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/checks/spf"
-	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/headers"
 	"github.com/vouch-mail/vouch/milter/policy"
+	"github.com/vouch-mail/vouch/milter/socket"
 )
 
 // Config is the whole file. Every field has a default (see Default); the
@@ -351,7 +351,7 @@ func (c *Config) validate() Errors {
 		errs = append(errs, Error{Key: key, Msg: fmt.Sprintf(format, a...)})
 	}
 
-	if _, err := milter.ParseAddress(c.Milter.Listen); err != nil {
+	if _, err := socket.Parse(c.Milter.Listen); err != nil {
 		add("milter.listen", "%v", err)
 	}
 	if _, err := parseMode(c.Milter.SocketMode); err != nil {

@@ -1,4 +1,7 @@
-package milter
+// Package socket opens the milter socket in the spellings of the milter
+// world (inet:PORT@HOST, inet6:PORT@[::1], unix:/path, local:/path) with the
+// permissions a unix socket needs for the MTA to reach it.
+package socket
 
 import (
 	"errors"
@@ -25,11 +28,11 @@ func (a Address) String() string {
 	return a.Network + ":" + a.Address
 }
 
-// ParseAddress reads a socket in the spellings of the milter world:
+// Parse reads a socket in the spellings of the milter world:
 // inet:PORT@HOST, inet:HOST:PORT, inet6:PORT@[::1], inet6:PORT@::1,
 // unix:/path, local:/path. A bare /path is a unix socket, a bare
 // HOST:PORT is TCP.
-func ParseAddress(spec string) (Address, error) {
+func Parse(spec string) (Address, error) {
 	scheme, rest, found := strings.Cut(spec, ":")
 	if !found || strings.HasPrefix(spec, "/") || strings.HasPrefix(spec, "[") || net.ParseIP(scheme) != nil {
 		scheme, rest = "", spec
@@ -93,8 +96,8 @@ func validHostname(h string) bool {
 	return h != ""
 }
 
-// ListenOptions are the unix socket's permissions.
-type ListenOptions struct {
+// Options are the unix socket's permissions.
+type Options struct {
 	// Mode of a unix socket file (default 0660: the MTA's group may connect).
 	Mode os.FileMode
 	// Group that owns a unix socket file ("" keeps the process's group).
@@ -104,7 +107,7 @@ type ListenOptions struct {
 // Listen opens the milter socket. A leftover unix socket file is removed
 // only when nothing answers on it; a socket another process serves, or a
 // file that is not a socket, is an error.
-func Listen(a Address, o ListenOptions) (net.Listener, error) {
+func Listen(a Address, o Options) (net.Listener, error) {
 	if a.Network != "unix" {
 		ln, err := net.Listen(a.Network, a.Address)
 		if err != nil {

@@ -1,4 +1,4 @@
-package milter
+package socket
 
 import (
 	"net"
@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-func TestParseAddress(t *testing.T) {
+func TestParse(t *testing.T) {
 	tests := []struct {
 		spec, network, addr, err string
 	}{
@@ -34,7 +34,7 @@ func TestParseAddress(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.spec, func(t *testing.T) {
-			a, err := ParseAddress(tc.spec)
+			a, err := Parse(tc.spec)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("ParseAddress = %v, %v; want error with %q", a, err, tc.err)
@@ -53,7 +53,7 @@ func TestListenUnixSocket(t *testing.T) {
 	path := filepath.Join(dir, "vouch.sock")
 	a := Address{"unix", path}
 
-	ln, err := Listen(a, ListenOptions{})
+	ln, err := Listen(a, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestListenUnixSocket(t *testing.T) {
 	}
 
 	// In use: refused, and the live socket is left alone.
-	if _, err := Listen(a, ListenOptions{}); err == nil || !strings.Contains(err.Error(), "another process is listening") {
+	if _, err := Listen(a, Options{}); err == nil || !strings.Contains(err.Error(), "another process is listening") {
 		t.Fatalf("second Listen = %v", err)
 	}
 
@@ -79,7 +79,7 @@ func TestListenUnixSocket(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("stale socket not left behind: %v", err)
 	}
-	ln, err = Listen(a, ListenOptions{Mode: 0o600})
+	ln, err = Listen(a, Options{Mode: 0o600})
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
@@ -91,7 +91,7 @@ func TestListenUnixSocket(t *testing.T) {
 	// Not a socket: never removed.
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, []byte("keep me"), 0o644)
-	if _, err := Listen(Address{"unix", file}, ListenOptions{}); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen(Address{"unix", file}, Options{}); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("Listen over a file = %v", err)
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep me" {
@@ -104,7 +104,7 @@ func TestListenUnixSocketGroup(t *testing.T) {
 		t.Skip("changing a socket's group to another group needs root")
 	}
 	path := filepath.Join(t.TempDir(), "vouch.sock")
-	ln, err := Listen(Address{"unix", path}, ListenOptions{Group: "2"})
+	ln, err := Listen(Address{"unix", path}, Options{Group: "2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestListenUnixSocketGroup(t *testing.T) {
 	if gid := fi.Sys().(*syscall.Stat_t).Gid; gid != 2 {
 		t.Errorf("socket group %d, want 2", gid)
 	}
-	if _, err := Listen(Address{"unix", filepath.Join(t.TempDir(), "x.sock")}, ListenOptions{Group: "no-such-group-vouch"}); err == nil {
+	if _, err := Listen(Address{"unix", filepath.Join(t.TempDir(), "x.sock")}, Options{Group: "no-such-group-vouch"}); err == nil {
 		t.Error("unknown group accepted")
 	}
 }
