@@ -56,29 +56,3 @@ func (NopObserver) Query(string, string, time.Duration) {}
 func (NopObserver) Cache(bool)                          {}
 func (NopObserver) CacheEntries(int)                    {}
 func (NopObserver) InFlight(int)                        {}
-
-// Config is the resolver's settings. The zero value of a field means its
-// default (see DefaultConfig). docs/dns.md explains each for postmasters.
-type Config struct {
-	// Servers are "ip:port" addresses ("[ipv6]:port"; a bare IP means port
-	// 53). Each query goes first to the server that last answered, then to
-	// the next ones in order. Empty: the nameservers of /etc/resolv.conf
-	// (New fails if it is missing or lists none).
-	Servers []string
-	// Timeout bounds one query attempt to one server (and, separately, its
-	// retry over TCP when the UDP answer was truncated).
-	Timeout time.Duration
-	// Attempts is how many times each query is tried in total, each time
-	// at the next server, before it is a temporary failure.
-	Attempts int
-	// CacheSize bounds the cache in entries (LRU). Negative disables it.
-	CacheSize int
-	// MinTTL and MaxTTL clamp the TTLs of positive answers.
-	MinTTL, MaxTTL time.Duration
-	// NegativeMaxTTL caps how long NXDOMAIN/NODATA are cached (RFC 2308:
-	// the SOA's MINIMUM and TTL, whichever is smaller, then this cap).
-	// Negative disables negative caching.
-	NegativeMaxTTL time.Duration
-	// MaxCNAMEChain bounds how many CNAMEs are followed for one lookup.
-	MaxCNAMEChain int
-}

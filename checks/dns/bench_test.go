@@ -13,7 +13,7 @@ import (
 // copy. No upstream query happens inside the timed loop.
 func BenchmarkCachedLookup(b *testing.B) {
 	srv := dnstest.New(b, zone)
-	r, err := New(Config{Servers: []string{srv.Addr}, Timeout: 5 * time.Second}, nil)
+	r, err := New(withTimeout(testConfig(srv.Addr), 5*time.Second), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func BenchmarkCachedLookup(b *testing.B) {
 // UDP to dnstest, cache disabled: the resolver's own cost on a miss.
 func BenchmarkUncachedLookup(b *testing.B) {
 	srv := dnstest.New(b, zone)
-	r, err := New(Config{Servers: []string{srv.Addr}, Timeout: 5 * time.Second, CacheSize: -1}, nil)
+	r, err := New(noCache(withTimeout(testConfig(srv.Addr), 5*time.Second)), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

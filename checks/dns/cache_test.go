@@ -91,8 +91,8 @@ func TestNotCached(t *testing.T) {
 		{"REFUSED", nil, &dnstest.Fault{Rcode: mdns.RcodeRefused}, "spf.example.com"},
 		{"timeout", func(c *Config) { c.Timeout = 100 * time.Millisecond }, &dnstest.Fault{Drop: true}, "spf.example.com"},
 		{"FORMERR", nil, &dnstest.Fault{Rcode: mdns.RcodeFormatError}, "spf.example.com"},
-		{"cache disabled", func(c *Config) { c.CacheSize = -1 }, nil, "spf.example.com"},
-		{"negative caching disabled", func(c *Config) { c.NegativeMaxTTL = -1 }, nil, "nope.example.com"},
+		{"cache disabled", func(c *Config) { c.CacheSize = 0 }, nil, "spf.example.com"},
+		{"negative caching disabled", func(c *Config) { c.NegativeMaxTTL = 0 }, nil, "nope.example.com"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -499,7 +499,7 @@ func TestFailover(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			first, firstQueries := tc.first(t)
 			second := dnstest.New(t, zone)
-			r, err := New(Config{Servers: []string{first, second.Addr}, Timeout: 300 * time.Millisecond, Attempts: 2}, nil)
+			r, err := New(withTimeout(testConfig(first, second.Addr), 300*time.Millisecond), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -528,7 +528,7 @@ func TestAllServersFail(t *testing.T) {
 	for _, s := range []*dnstest.Server{a, b} {
 		s.SetFault("spf.example.com", dnstest.Fault{Rcode: mdns.RcodeServerFailure})
 	}
-	r, err := New(Config{Servers: []string{a.Addr, b.Addr}, Attempts: 3}, nil)
+	r, err := New(withAttempts(testConfig(a.Addr, b.Addr), 3), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

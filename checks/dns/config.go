@@ -14,7 +14,36 @@ import (
 // empty.
 const defaultResolvConf = "/etc/resolv.conf"
 
-// DefaultConfig returns the settings used for every zero field of a Config:
+// Config is the resolver's settings, as the dns section of the
+// configuration file spells them. docs/dns.md explains each for
+// postmasters. A value is used as given: DefaultConfig holds the defaults,
+// Problems says what cannot work.
+type Config struct {
+	// Servers are "ip:port" addresses ("[ipv6]:port"; a bare IP means port
+	// 53). Each query goes first to the server that last answered, then to
+	// the next ones in order. Empty: the nameservers of /etc/resolv.conf
+	// (New fails if it is missing or lists none).
+	Servers []string `yaml:"servers"`
+	// Timeout bounds one query attempt to one server (and, separately, its
+	// retry over TCP when the UDP answer was truncated).
+	Timeout time.Duration `yaml:"timeout"`
+	// Attempts is how many times each query is tried in total, each time
+	// at the next server, before it is a temporary failure.
+	Attempts int `yaml:"attempts"`
+	// CacheSize bounds the cache in entries (LRU); 0 disables it.
+	CacheSize int `yaml:"cache_size"`
+	// MinTTL and MaxTTL clamp the TTLs of positive answers.
+	MinTTL time.Duration `yaml:"min_ttl"`
+	MaxTTL time.Duration `yaml:"max_ttl"`
+	// NegativeMaxTTL caps how long NXDOMAIN/NODATA are cached (RFC 2308:
+	// the SOA's MINIMUM and TTL, whichever is smaller, then this cap); 0
+	// disables negative caching.
+	NegativeMaxTTL time.Duration `yaml:"negative_max_ttl"`
+	// MaxCNAMEChain bounds how many CNAMEs are followed for one lookup.
+	MaxCNAMEChain int `yaml:"max_cname_chain"`
+}
+
+// DefaultConfig returns the embedded defaults:
 //
 //	Servers         none: the nameservers of /etc/resolv.conf
 //	Timeout         2s per attempt
@@ -29,6 +58,7 @@ const defaultResolvConf = "/etc/resolv.conf"
 // were truncated and retried over TCP), below Sendmail's 10s milter timeout.
 func DefaultConfig() Config {
 	return Config{
+		Servers:        []string{},
 		Timeout:        2 * time.Second,
 		Attempts:       2,
 		CacheSize:      10000,
@@ -39,48 +69,52 @@ func DefaultConfig() Config {
 	}
 }
 
-// withDefaults fills the zero fields of c from DefaultConfig and rejects
-// values that cannot work.
-func (c Config) withDefaults() (Config, error) {
-	d := DefaultConfig()
-	if c.Timeout == 0 {
-		c.Timeout = d.Timeout
+// Problem is one setting of a Config that cannot work; Key is its name in
+// the configuration file's dns section.
+type Problem struct{ Key, Msg string }
+
+// Problems lists every setting of c that cannot work.
+func (c Config) Problems() []Problem {
+	var ps []Problem
+	add := func(key, format string, a ...any) { ps = append(ps, Problem{key, fmt.Sprintf(format, a...)}) }
+	for i, s := range c.Servers {
+		if _, err := serverAddr(s); err != nil {
+			add(fmt.Sprintf("servers.%d", i), "want IP, IP:PORT or [IPv6]:PORT, not %q", s)
+		}
 	}
-	if c.Attempts == 0 {
-		c.Attempts = d.Attempts
+	if c.Timeout <= 0 {
+		add("timeout", "must be positive")
 	}
-	if c.CacheSize == 0 {
-		c.CacheSize = d.CacheSize
+	if c.Attempts < 1 {
+		add("attempts", "must be at least 1")
 	}
-	if c.MaxTTL == 0 {
-		c.MaxTTL = d.MaxTTL
-	}
-	if c.NegativeMaxTTL == 0 {
-		c.NegativeMaxTTL = d.NegativeMaxTTL
-	}
-	if c.MaxCNAMEChain == 0 {
-		c.MaxCNAMEChain = d.MaxCNAMEChain
-	}
-	var errs []error
-	if c.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("timeout %v is negative", c.Timeout))
-	}
-	if c.Attempts < 0 {
-		errs = append(errs, fmt.Errorf("attempts %d is negative", c.Attempts))
+	if c.CacheSize < 0 {
+		add("cache_size", "must be 0 (no cache) or more")
 	}
 	if c.MinTTL < 0 {
-		errs = append(errs, fmt.Errorf("min_ttl %v is negative", c.MinTTL))
+		add("min_ttl", "must not be negative")
 	}
 	if c.MaxTTL < 0 {
-		errs = append(errs, fmt.Errorf("max_ttl %v is negative", c.MaxTTL))
+		add("max_ttl", "must not be negative")
 	}
 	if c.MinTTL > c.MaxTTL {
-		errs = append(errs, fmt.Errorf("min_ttl %v is above max_ttl %v", c.MinTTL, c.MaxTTL))
+		add("min_ttl", "%s is above max_ttl %s", c.MinTTL, c.MaxTTL)
 	}
-	if c.MaxCNAMEChain < 0 {
-		errs = append(errs, fmt.Errorf("max_cname_chain %d is negative", c.MaxCNAMEChain))
+	if c.NegativeMaxTTL < 0 {
+		add("negative_max_ttl", "must be 0 (no negative caching) or more")
 	}
-	return c, errors.Join(errs...)
+	if c.MaxCNAMEChain < 1 {
+		add("max_cname_chain", "must be at least 1")
+	}
+	return ps
+}
+
+func (c Config) validate() error {
+	var errs []error
+	for _, p := range c.Problems() {
+		errs = append(errs, fmt.Errorf("%s: %s", p.Key, p.Msg))
+	}
+	return errors.Join(errs...)
 }
 
 // serverAddrs turns the configured servers into "ip:port" dial addresses.

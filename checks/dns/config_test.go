@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -8,10 +9,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/vouch-mail/vouch/checks/dnstest"
 )
 
+// testConfig is the default configuration asking only servers.
+func testConfig(servers ...string) Config {
+	c := DefaultConfig()
+	c.Servers = servers
+	return c
+}
+
 func TestDefaults(t *testing.T) {
-	r, err := New(Config{Servers: []string{"127.0.0.1:53"}}, nil)
+	r, err := New(testConfig("127.0.0.1:53"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,28 +47,30 @@ func TestDefaults(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	tests := []struct {
-		name string
-		cfg  Config
-		want string // in the error
+		name   string
+		change func(*Config)
+		want   string // in the error
 	}{
-		{"negative timeout", Config{Timeout: -time.Second}, "timeout"},
-		{"negative attempts", Config{Attempts: -1}, "attempts"},
-		{"negative min_ttl", Config{MinTTL: -time.Second}, "min_ttl"},
-		{"negative max_ttl", Config{MaxTTL: -time.Second}, "max_ttl"},
-		{"min above max", Config{MinTTL: 2 * time.Hour}, "min_ttl 2h0m0s is above max_ttl 1h0m0s"},
-		{"negative cname chain", Config{MaxCNAMEChain: -1}, "max_cname_chain"},
-		{"host name server", Config{Servers: []string{"dns.example:53"}}, `"dns.example:53"`},
-		{"port zero", Config{Servers: []string{"127.0.0.1:0"}}, "port"},
-		{"bad port", Config{Servers: []string{"127.0.0.1:dns"}}, "port"},
-		{"empty server", Config{Servers: []string{""}}, `server ""`},
-		{"IPv6 without brackets and port", Config{Servers: []string{"2001:db8::1:53:x"}}, "2001:db8::1:53:x"},
+		{"zero timeout", func(c *Config) { c.Timeout = 0 }, "timeout: must be positive"},
+		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "timeout"},
+		{"no attempts", func(c *Config) { c.Attempts = 0 }, "attempts: must be at least 1"},
+		{"negative cache", func(c *Config) { c.CacheSize = -1 }, "cache_size"},
+		{"negative min_ttl", func(c *Config) { c.MinTTL = -time.Second }, "min_ttl"},
+		{"negative max_ttl", func(c *Config) { c.MaxTTL = -time.Second }, "max_ttl"},
+		{"min above max", func(c *Config) { c.MinTTL = 2 * time.Hour }, "min_ttl: 2h0m0s is above max_ttl 1h0m0s"},
+		{"negative negative_max_ttl", func(c *Config) { c.NegativeMaxTTL = -time.Second }, "negative_max_ttl"},
+		{"no cname chain", func(c *Config) { c.MaxCNAMEChain = 0 }, "max_cname_chain"},
+		{"host name server", func(c *Config) { c.Servers = []string{"dns.example:53"} }, `"dns.example:53"`},
+		{"port zero", func(c *Config) { c.Servers = []string{"127.0.0.1:0"} }, `"127.0.0.1:0"`},
+		{"bad port", func(c *Config) { c.Servers = []string{"127.0.0.1:dns"} }, `"127.0.0.1:dns"`},
+		{"empty server", func(c *Config) { c.Servers = []string{""} }, `servers.0`},
+		{"IPv6 without brackets and port", func(c *Config) { c.Servers = []string{"2001:db8::1:53:x"} }, "2001:db8::1:53:x"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.cfg.Servers == nil {
-				tc.cfg.Servers = []string{"127.0.0.1"}
-			}
-			_, err := New(tc.cfg, nil)
+			cfg := testConfig("127.0.0.1")
+			tc.change(&cfg)
+			_, err := New(cfg, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
 			}
@@ -77,7 +90,7 @@ func TestServers(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
-			r, err := New(Config{Servers: []string{tc.in}}, nil)
+			r, err := New(testConfig(tc.in), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,7 +122,7 @@ func TestResolvConf(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r, err := newResolver(Config{}, nil, path)
+			r, err := newResolver(testConfig(), nil, path)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want one mentioning %q", err, tc.wantErr)
@@ -127,3 +140,35 @@ func TestResolvConf(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+func withTimeout(c Config, d time.Duration) Config { c.Timeout = d; return c }
+func withAttempts(c Config, n int) Config          { c.Attempts = n; return c }
+func noCache(c Config) Config                      { c.CacheSize = 0; return c }
+
+// TestNegativeCachingOff: negative_max_ttl 0 turns negative caching off
+// (it used to mean "the default, 5m").
+func TestNegativeCachingOff(t *testing.T) {
+	srv := dnstest.New(t, "$ORIGIN test.\n@ SOA ns.test. hostmaster.test. 1 3600 600 86400 300\nyes A 192.0.2.1\n")
+	for _, tc := range []struct {
+		negMax time.Duration
+		want   int // upstream queries for two lookups of a missing name
+	}{{0, 2}, {5 * time.Minute, 1}} {
+		t.Run(tc.negMax.String(), func(t *testing.T) {
+			cfg := testConfig(srv.Addr)
+			cfg.NegativeMaxTTL = tc.negMax
+			r, err := New(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := "no" + strings.ReplaceAll(tc.negMax.String(), "m", "") + ".test"
+			for range 2 {
+				if _, err := r.LookupTXT(context.Background(), name); err == nil {
+					t.Fatal("lookup of a missing name succeeded")
+				}
+			}
+			if got := srv.Queries(name, mdns.TypeTXT); got != tc.want {
+				t.Errorf("%d queries for %s, want %d", got, name, tc.want)
+			}
+		})
+	}
+}

@@ -59,19 +59,19 @@ func (k key) fqdn() string {
 	return k.name + "."
 }
 
-// New returns a Resolver. Zero fields of cfg take DefaultConfig's values;
-// empty cfg.Servers means the nameservers of /etc/resolv.conf; a nil obs
+// New returns a Resolver for cfg (start from DefaultConfig); empty
+// cfg.Servers means the nameservers of /etc/resolv.conf; a nil obs
 // means NopObserver.
 func New(cfg Config, obs Observer) (*Resolver, error) {
 	return newResolver(cfg, obs, defaultResolvConf)
 }
 
 func newResolver(cfg Config, obs Observer, resolvConf string) (*Resolver, error) {
-	cfg, err := cfg.withDefaults()
-	if err != nil {
+	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
 	var servers []string
+	var err error
 	if len(cfg.Servers) > 0 {
 		servers, err = serverAddrs(cfg.Servers)
 	} else {

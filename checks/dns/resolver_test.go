@@ -117,7 +117,7 @@ func (c *clock) advance(d time.Duration) {
 func setup(t *testing.T, mod func(*Config)) (*Resolver, *dnstest.Server, *clock, *recorder) {
 	t.Helper()
 	srv := dnstest.New(t, zone)
-	cfg := Config{Servers: []string{srv.Addr}, Timeout: 500 * time.Millisecond, Attempts: 1}
+	cfg := withAttempts(withTimeout(testConfig(srv.Addr), 500*time.Millisecond), 1)
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -379,7 +379,7 @@ func TestCNAMEChain(t *testing.T) {
 		{"within the bound: target queried", 25, false},
 		{"exactly the bound", 20, false},
 		{"over the bound", 19, true},
-		{"default bound 8", 0, true},
+		{"default bound 8", DefaultConfig().MaxCNAMEChain, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,6 +32,10 @@ const (
 	TempError       Verdict = "temperror"        // DNS failed before the answer was known
 )
 
+// Verdicts lists every result; the policy table and the metric label
+// values are built from it.
+var Verdicts = []Verdict{Match, Resolves, Literal, Mismatch, Invalid, LiteralMismatch, TempError}
+
 // Kind is what Parse recognised a HELO argument as.
 type Kind int
 

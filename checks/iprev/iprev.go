@@ -31,6 +31,10 @@ const (
 	PermError   Verdict = "permerror"
 )
 
+// Verdicts lists every result; the policy table and the metric label
+// values are built from it.
+var Verdicts = []Verdict{Pass, NoPTR, Unconfirmed, TempError, PermError}
+
 // DefaultMaxPTR is how many PTR names are followed when Options.MaxPTR is
 // zero. It is the limit RFC 7208 §4.6.4 sets for the same walk in SPF's
 // "ptr" mechanism; legitimate mail servers have one or two.
@@ -77,12 +81,16 @@ func (r Result) AuthResult() string {
 	return ""
 }
 
-// Options tune Check.
+// Options tune Check; the yaml keys are those of checks.iprev in the
+// configuration file.
 type Options struct {
 	// MaxPTR bounds how many PTR names are looked up forward; names past
 	// it are ignored, as RFC 7208 §4.6.4 does. 0 means DefaultMaxPTR.
-	MaxPTR int
+	MaxPTR int `yaml:"max_ptr"`
 }
+
+// DefaultOptions are the options of the embedded configuration.
+func DefaultOptions() Options { return Options{MaxPTR: DefaultMaxPTR} }
 
 // Check looks up the PTR names of ip and confirms each by looking up its
 // A and AAAA records, all names concurrently. The verdict is Pass when

@@ -65,13 +65,14 @@ type Result struct {
 	Err error
 }
 
-// Options adjust the RFC 7208 §4.6.4 processing limits.
+// Options adjust the RFC 7208 §4.6.4 processing limits; the yaml keys are
+// those of checks.spf in the configuration file.
 type Options struct {
 	// LookupLimit caps the terms that cause DNS lookups; 0 means the RFC's 10.
-	LookupLimit uint
+	LookupLimit uint `yaml:"lookup_limit"`
 	// VoidLookupLimit caps lookups answering NXDOMAIN or no records; 0 means
 	// the RFC's 2.
-	VoidLookupLimit uint
+	VoidLookupLimit uint `yaml:"void_lookup_limit"`
 }
 
 // RFC 7208 §4.6.4 defaults.

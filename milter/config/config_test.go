@@ -1,16 +1,19 @@
 package config
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/milter/policy"
 )
 
@@ -19,31 +22,32 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := c.Settings(nil)
+	p, err := c.Policy.Compile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Milter.Listen != "inet:8895@127.0.0.1" || c.Metrics.Listen != "127.0.0.1:9895" {
+	if c.Milter.Listen.String() != "tcp4:127.0.0.1:8895" || c.Metrics.Listen != "127.0.0.1:9895" {
 		t.Errorf("listeners %q %q", c.Milter.Listen, c.Metrics.Listen)
 	}
-	if s.Preset != "standard" || s.DecideAt != milter.StageRcpt || s.Deadline != 8*time.Second {
-		t.Errorf("preset %s decide_at %s deadline %s", s.Preset, s.DecideAt, s.Deadline)
+	if c.Policy.Preset != "standard" || c.Policy.DecideAt != policy.StageRcpt || c.Checks.Deadline != 8*time.Second {
+		t.Errorf("preset %s decide_at %s deadline %s", c.Policy.Preset, c.Policy.DecideAt, c.Checks.Deadline)
 	}
-	if got := s.Policy.Table[policy.SPF]["fail"]; got.Action != policy.Reject || got.Code != 550 || got.Status != "5.7.23" {
+	if got := p.Table[policy.SPF]["fail"]; got.Action != policy.Reject || got.Code != 550 || got.Status != "5.7.23" {
 		t.Errorf("standard spf fail rule %+v", got)
 	}
 	want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	if len(s.TrustedNetworks) != 2 || s.TrustedNetworks[0] != want[0] || s.TrustedNetworks[1] != want[1] {
-		t.Errorf("trusted networks %v", s.TrustedNetworks)
+	if !slices.Equal(c.Policy.TrustedNetworks, want) {
+		t.Errorf("trusted networks %v", c.Policy.TrustedNetworks)
 	}
-	if !s.Iprev.Enabled || !s.HeloEnabled || !s.SPF.Enabled || !s.SPF.CheckHelo || s.SPF.Options.LookupLimit != 10 || s.SPF.Options.VoidLookupLimit != 2 {
-		t.Errorf("checks %+v %+v", s.Iprev, s.SPF)
+	ch := c.Checks
+	if !ch.Iprev.Enabled || !ch.Helo.Enabled || !ch.SPF.Enabled || !ch.SPF.CheckHelo || ch.SPF.LookupLimit != 10 || ch.SPF.VoidLookupLimit != 2 || ch.Iprev.MaxPTR != 10 {
+		t.Errorf("checks %+v", ch)
 	}
-	if !s.AddAuthResults || !s.AddReceivedSPF || !s.RemoveForgedAuthRes || !s.SkipAuthenticated {
+	if h := c.Headers; !h.AuthenticationResults || !h.ReceivedSPF || !h.RemoveForged || !c.Policy.SkipAuthenticated {
 		t.Errorf("header/auth defaults off")
 	}
-	if strings.Join(s.ExemptRecipients, ",") != "postmaster,abuse" {
-		t.Errorf("exempt %v", s.ExemptRecipients)
+	if strings.Join(c.Policy.ExemptRecipients, ",") != "postmaster,abuse" {
+		t.Errorf("exempt %v", c.Policy.ExemptRecipients)
 	}
 	// A file of comments only is the defaults too.
 	if _, err := Parse("comments.yaml", []byte("# nothing\n")); err != nil {
@@ -58,13 +62,13 @@ func TestPresets(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := c.Settings(nil)
+			p, err := c.Policy.Compile()
 			if err != nil {
 				t.Fatal(err)
 			}
 			want, _ := policy.Preset(name)
-			if len(s.Policy.Table) != len(want) {
-				t.Errorf("table %v, want %v", s.Policy.Table, want)
+			if !reflect.DeepEqual(p.Table, want) {
+				t.Errorf("table %v, want %v", p.Table, want)
 			}
 		})
 	}
@@ -114,11 +118,11 @@ headers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := c.Settings(nil)
+	p, err := c.Policy.Compile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules := s.Policy.Table
+	rules := p.Table
 	tests := []struct {
 		name string
 		got  policy.Rule
@@ -134,26 +138,32 @@ headers:
 			t.Errorf("%s: got %+v, want %+v", tc.name, tc.got, tc.want)
 		}
 	}
-	if !s.Policy.DryRun[policy.Helo] || s.Policy.DryRun[policy.SPF] {
-		t.Errorf("dry run %v", s.Policy.DryRun)
+	if !p.DryRun[policy.Helo] || p.DryRun[policy.SPF] {
+		t.Errorf("dry run %v", p.DryRun)
 	}
-	if s.DecideAt != milter.StageMail || s.Deadline != 5*time.Second || !s.Iprev.TrustMTAHostname || s.SPF.CheckHelo {
-		t.Errorf("settings %+v", s)
+	if c.Policy.DecideAt != policy.StageMail || c.Checks.Deadline != 5*time.Second || !c.Checks.Iprev.TrustMTAHostname || c.Checks.Iprev.MaxPTR != 3 || c.Checks.SPF.CheckHelo {
+		t.Errorf("config %+v", c)
 	}
-	if len(s.TrustedNetworks) != 3 || s.TrustedNetworks[2] != netip.MustParsePrefix("192.0.2.7/32") {
-		t.Errorf("trusted %v", s.TrustedNetworks)
+	if len(c.Policy.TrustedNetworks) != 3 || c.Policy.TrustedNetworks[2] != netip.MustParsePrefix("192.0.2.7/32") {
+		t.Errorf("trusted %v", c.Policy.TrustedNetworks)
 	}
-	if a := c.ListenAddress(); a.Network != "unix" || a.Address != "/run/vouch/vouch.sock" {
+	if a := c.Milter.Listen; a.Network != "unix" || a.Address != "/run/vouch/vouch.sock" {
 		t.Errorf("listen %+v", a)
 	}
-	if o := c.ListenOptions(); o.Mode != 0o600 {
-		t.Errorf("mode %o", o.Mode)
+	if c.Milter.SocketMode != 0o600 || c.Milter.OverloadAction != policy.Accept || c.Milter.MaxConnections != 50 {
+		t.Errorf("milter %+v", c.Milter)
 	}
-	if r := c.ResolverConfig(); len(r.Servers) != 2 || r.Attempts != 3 || r.Timeout != time.Second {
+	if r := c.DNS; len(r.Servers) != 2 || r.Attempts != 3 || r.Timeout != time.Second || r.CacheSize != 100 {
 		t.Errorf("resolver %+v", r)
 	}
-	if s.AddReceivedSPF || !s.AddAuthResults || s.AuthServID != "mx.example.com" {
+	if h := c.Headers; h.ReceivedSPF || !h.AuthenticationResults || h.AuthServID != "mx.example.com" {
 		t.Errorf("headers %+v", c.Headers)
+	}
+	if c.Log.Format != "json" || c.Log.Level != slog.LevelDebug {
+		t.Errorf("log %+v", c.Log)
+	}
+	if !slices.Equal(p.AllowSenderDomains, policy.Domains{".example.org"}) || !slices.Equal(p.AllowClientNames, policy.Domains{"mx.partner.example"}) {
+		t.Errorf("allowlists %v %v", p.AllowSenderDomains, p.AllowClientNames)
 	}
 }
 
@@ -164,13 +174,13 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		want []string // each line of the error output
 	}{
 		{"unknown key", "milter:\n  listen: inet:1@127.0.0.1\n  lisen: x\n",
-			[]string{"bad.yaml:3: field lisen is not a known key in milter"}},
+			[]string{"bad.yaml:3: milter.lisen: unknown key (want listen, socket_mode, socket_group, max_connections, overload_action, idle_timeout, shutdown_timeout)"}},
 		{"unknown top-level key", "polcy:\n  preset: strict\n",
-			[]string{"bad.yaml:1: field polcy is not a known key in the top level (want milter, metrics, log, dns, checks, policy, headers)"}},
+			[]string{"bad.yaml:1: polcy: unknown key (want milter, metrics, log, dns, checks, policy, headers)"}},
 		{"wrong type", "dns:\n  attempts: lots\n",
-			[]string{"bad.yaml:2: cannot unmarshal !!str `lots` into int"}},
+			[]string{`bad.yaml:2: dns.attempts: want a whole number, not "lots"`}},
 		{"duration without unit", "checks:\n  deadline: 5\n",
-			[]string{"bad.yaml:2: cannot unmarshal !!int `5` into time.Duration"}},
+			[]string{`bad.yaml:2: checks.deadline: want a duration with a unit (30s, 5m, 1h), not "5"`}},
 		{"yaml syntax", "policy:\n  preset: [\n", []string{"bad.yaml:2: did not find expected node content"}},
 		{"bad preset", "policy:\n  preset: paranoid\n",
 			[]string{`bad.yaml:2: policy.preset: unknown preset "paranoid" (want one of [lenient standard strict])`}},
@@ -187,16 +197,30 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"rule: bad action", "policy:\n  rules:\n    spf:\n      fail: bounce\n",
 			[]string{`bad.yaml:4: policy.rules.spf.fail: unknown action "bounce" (want one of accept, quarantine, tempfail, reject)`}},
 		{"rule: unknown key in rule", "policy:\n  rules:\n    spf:\n      fail: {action: reject, txt: hi}\n",
-			[]string{"bad.yaml:4: field txt is not a known key in a policy rule (want action, code, status, text)"}},
+			[]string{"bad.yaml:4: policy.rules.spf.fail: unknown key txt in a policy rule (want action, code, status, text)"}},
 		{"rule: CRLF text", "policy:\n  rules:\n    spf:\n      fail: {action: reject, text: \"a\\r\\nb\"}\n",
 			[]string{"bad.yaml:4: policy.rules.spf.fail: reply text must be printable ASCII without line breaks"}},
 		{"deadline beyond the MTA's timeout", "checks:\n  deadline: 45s\n",
 			[]string{"bad.yaml:2: checks.deadline: 45s reaches Postfix's milter_command_timeout (30s): the MTA would give up first"}},
-		{"dns server without port", "dns:\n  servers: [127.0.0.1]\n",
-			[]string{`bad.yaml:2: dns.servers.0: want IP:PORT or [IPv6]:PORT, not "127.0.0.1"`}},
+		{"dns server not an address", "dns:\n  servers: [dns.example]\n",
+			[]string{`bad.yaml:2: dns.servers.0: want IP, IP:PORT or [IPv6]:PORT, not "dns.example"`}},
+		{"negative negative_max_ttl", "dns:\n  negative_max_ttl: -1s\n",
+			[]string{`bad.yaml:2: dns.negative_max_ttl: must be 0 (no negative caching) or more`}},
+		{"a key given twice", "policy:\n  preset: strict\n  preset: lenient\n", []string{"bad.yaml:3: policy.preset: given twice"}},
+		{"a list where a value goes", "checks:\n  deadline: [1s]\n", []string{"bad.yaml:2: checks.deadline: want a duration with a unit (30s, 5m, 1h), not a list"}},
+		{"two documents", "policy: {}\n---\nmilter: {}\n", []string{"bad.yaml:2: a second YAML document: put all settings in one"}},
+		{"every error at once", "milter:\n  max_connections: many\n  lisen: x\nlog:\n  level: loud\ndns:\n  attempts: 0\npolicy:\n  preset: paranoid\n  allow_sender_domains: [\"a b\"]\n",
+			[]string{
+				`bad.yaml:2: milter.max_connections: want a whole number, not "many"`,
+				"bad.yaml:3: milter.lisen: unknown key (want listen, socket_mode, socket_group, max_connections, overload_action, idle_timeout, shutdown_timeout)",
+				`bad.yaml:5: log.level: want debug, info, warn or error, not "loud"`,
+				"bad.yaml:7: dns.attempts: must be at least 1",
+				`bad.yaml:9: policy.preset: unknown preset "paranoid" (want one of [lenient standard strict])`,
+				`bad.yaml:10: policy.allow_sender_domains.0: want a domain (example.com) or a suffix (.example.com), not "a b"`,
+			}},
 		{"bad socket mode", "milter:\n  socket_mode: rw\n",
 			[]string{`bad.yaml:2: milter.socket_mode: want an octal file mode such as "0660", not "rw"`}},
-		{"unknown key in a check", "checks:\n  spf:\n    chek_helo: false\n", []string{"bad.yaml:3: field chek_helo is not a known key in checks.spf"}},
+		{"unknown key in a check", "checks:\n  spf:\n    chek_helo: false\n", []string{"bad.yaml:3: checks.spf.chek_helo: unknown key (want enabled, check_helo, lookup_limit, void_lookup_limit)"}},
 		{"log format", "log:\n  format: xml\n", []string{`bad.yaml:2: log.format: must be text or json, not "xml"`}},
 		{"authserv-id", "headers:\n  authserv_id: \"a;b\"\n", []string{`bad.yaml:2: headers.authserv_id: must be a host name or RFC 2045 token, not "a;b"`}},
 	}
@@ -247,22 +271,61 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		// Whatever validates must build.
-		if _, err := c.Settings(nil); err != nil {
+		// Whatever validates must compile.
+		if _, err := c.Policy.Compile(); err != nil {
 			t.Fatalf("validated config does not build: %v", err)
 		}
 	})
 }
 
-// The daemon's embedded defaults are said twice, as a file (Default) and
-// as settings (milter.DefaultSettings, which tests and tools use): they
-// must be the same.
-func TestDefaultsAgreeWithMilter(t *testing.T) {
-	got, err := Default().Settings(nil)
+func TestWarnings(t *testing.T) {
+	c, err := Parse("w.yaml", []byte("policy:\n  trusted_networks:\n    - 10.1.2.3/8\n    - 192.0.2.0/24\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := milter.DefaultSettings(nil); !reflect.DeepEqual(got, want) {
-		t.Errorf("config.Default().Settings() = %+v\nmilter.DefaultSettings() = %+v", got, want)
+	if got, want := c.Warnings.Error(), "w.yaml:3: policy.trusted_networks.0: 10.1.2.3/8 has host bits set: it means 10.0.0.0/8"; got != want {
+		t.Errorf("warnings %q, want %q", got, want)
+	}
+	if c.Policy.TrustedNetworks[0] != netip.MustParsePrefix("10.0.0.0/8") {
+		t.Errorf("network %v", c.Policy.TrustedNetworks[0])
+	}
+}
+
+// A DNS server without a port is asked on port 53, as resolv.conf says.
+func TestDNSServerWithoutPort(t *testing.T) {
+	c, err := Parse("d.yaml", []byte("dns:\n  servers: [127.0.0.1, \"::1\", \"[::1]:5353\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := dns.New(c.DNS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.Servers(), " "); got != "127.0.0.1:53 [::1]:53 [::1]:5353" {
+		t.Errorf("servers %s", got)
+	}
+}
+
+// negative_max_ttl: 0 stays 0 (no negative caching), not the default.
+func TestZeroIsNotTheDefault(t *testing.T) {
+	c, err := Parse("z.yaml", []byte("dns:\n  negative_max_ttl: 0s\n  cache_size: 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DNS.NegativeMaxTTL != 0 || c.DNS.CacheSize != 0 {
+		t.Errorf("dns %+v", c.DNS)
+	}
+}
+
+func TestLoadRefusesWhatIsNotAFile(t *testing.T) {
+	if _, err := Load("/dev/zero"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("Load(/dev/zero) = %v", err)
+	}
+	big := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("# x\n"), MaxFileSize/4+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Load(big) = %v", err)
 	}
 }

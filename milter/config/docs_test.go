@@ -13,7 +13,11 @@ func keys(prefix string, t reflect.Type) []string {
 	var out []string
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			out = append(out, keys(prefix, f.Type)...)
+			continue
+		}
 		if name == "" || name == "-" {
 			continue
 		}

@@ -1,21 +1,30 @@
 package policy
 
 import (
+	"strconv"
 	"strings"
 
+	"github.com/vouch-mail/vouch/checks/spf"
 	"github.com/vouch-mail/vouch/milter/textsafe"
 )
 
-// Policy is a table plus the checks whose refusals are only logged.
+// Policy is the compiled policy of one configuration: the table, the
+// checks whose refusals are only logged, and the allowlists.
 type Policy struct {
 	Table  Table
 	DryRun map[Check]bool
+	// AllowSenderDomains: mail from these domains is accepted unless its
+	// SPF fails.
+	AllowSenderDomains Domains
+	// AllowClientNames: clients with one of these forward-confirmed names
+	// are accepted whatever any check says.
+	AllowClientNames Domains
 }
 
 // Finding is one check's result.
 type Finding struct {
 	Check  Check
-	Result string
+	Result Result
 }
 
 // Vars are the raw values a reply text may name. They are sanitised here,
@@ -24,43 +33,114 @@ type Vars struct {
 	IP, HELO, Sender, Domain string
 }
 
+// Input is the evidence of one decision.
+type Input struct {
+	Findings []Finding
+	// ClientNames are the client's forward-confirmed names (iprev pass).
+	ClientNames []string
+	// SenderDomain is the MAIL FROM domain, "" for the null sender or
+	// before MAIL.
+	SenderDomain string
+	Vars         Vars
+}
+
+// Allowance names the allowlist that turned a refusal into accept; it is
+// a metric label value (vouch_exemptions_total{reason}).
+type Allowance string
+
+const (
+	AllowedClientName   Allowance = "allowed_client_name"
+	AllowedSenderDomain Allowance = "allowed_sender_domain"
+)
+
 // Decision is what the policy says about one transaction.
 type Decision struct {
 	// Action is what the MTA is told; Would is what the table asked for.
-	// They differ only when a check in dry-run would have refused.
+	// They differ only when a check in dry-run would have refused, or an
+	// allowlist accepted.
 	Action, Would Action
 	// Code, Status and Text make the reply for tempfail and reject; Text
-	// is safe to send (printable ASCII, '%' doubled, bounded).
+	// is safe to send (printable ASCII, '%' doubled, bounded). For a
+	// dry-run or allowlisted decision they are the reply that would have
+	// been sent.
 	Code   int
 	Status string
 	Text   string
 	// Triggered lists the checks whose rules gave the Would action.
 	Triggered []Check
+	// Allowed is the allowlist that accepted the mail, and AllowedBy the
+	// entry (and the name it matched), "" when none did.
+	Allowed   Allowance
+	AllowedBy string
 }
 
 // DryRun reports whether a dry-run check changed the outcome.
-func (d Decision) DryRun() bool { return d.Would != d.Action }
+func (d Decision) DryRun() bool { return d.Would != d.Action && d.Allowed == "" }
+
+// Refuses reports whether the MTA is told to refuse (a 4xx or 5xx reply).
+func (d Decision) Refuses() bool { return d.Action >= TempFail }
+
+// Reply is the SMTP reply as the client would read it: the MTAs send the
+// "%%" of a milter reply as "%". "" when nothing would be refused.
+func (d Decision) Reply() string {
+	if d.Code == 0 {
+		return ""
+	}
+	return strconv.Itoa(d.Code) + " " + d.Status + " " + strings.ReplaceAll(d.Text, "%%", "%")
+}
 
 // maxVar bounds one client value inside a reply text.
 const maxVar = 120
 
-// Decide applies the table to the findings. The most severe action wins;
-// two or more rejecting checks answer with the Multiple rule (5.7.26).
-func (p *Policy) Decide(findings []Finding, v Vars) Decision {
-	would := p.outcome(findings, false)
-	eff := p.outcome(findings, true)
+// Decide applies the table and the allowlists to the evidence. The most
+// severe action wins; two or more rejecting checks answer with the
+// Multiple rule (5.7.26).
+func (p *Policy) Decide(in Input) Decision {
+	would := p.outcome(in.Findings, false)
+	eff := p.outcome(in.Findings, true)
 	d := Decision{Action: eff.action, Would: would.action}
 	out := eff
-	if d.DryRun() && eff.action < TempFail {
+	if d.Would != d.Action && eff.action < TempFail {
 		// Nothing is sent; report what the dry-run checks would have answered.
 		out = would
 	}
 	d.Triggered = out.checks
 	if out.action == TempFail || out.action == Reject {
 		d.Code, d.Status = out.rule.Code, out.rule.Status
-		d.Text = render(out.rule.Text, v, out.checks)
+		d.Text = render(out.rule.Text, in.Vars, out.checks)
+	}
+	if d.Action != Accept {
+		d.Allowed, d.AllowedBy = p.allowed(in)
+		if d.Allowed != "" {
+			d.Action = Accept
+		}
 	}
 	return d
+}
+
+// allowed names the allowlist that accepts the mail whatever the table
+// says, if any.
+func (p *Policy) allowed(in Input) (Allowance, string) {
+	for _, n := range in.ClientNames {
+		if e, ok := p.AllowClientNames.Match(n); ok {
+			return AllowedClientName, "client name " + n + " matches " + e + " in policy.allow_client_names"
+		}
+	}
+	if e, ok := p.AllowSenderDomains.Match(in.SenderDomain); ok && !spfFailed(in.Findings) {
+		// A sender domain is trivially forged; only SPF can say the mail
+		// is not from it, so an SPF fail still counts.
+		return AllowedSenderDomain, "sender domain " + in.SenderDomain + " matches " + e + " in policy.allow_sender_domains"
+	}
+	return "", ""
+}
+
+func spfFailed(fs []Finding) bool {
+	for _, f := range fs {
+		if f.Check == SPF && f.Result == Result(spf.Fail) {
+			return true
+		}
+	}
+	return false
 }
 
 type outcome struct {
@@ -91,16 +171,12 @@ func (p *Policy) outcome(findings []Finding, skipDryRun bool) outcome {
 
 // render fills the template and makes the whole text reply-safe.
 func render(tmpl string, v Vars, checks []Check) string {
-	names := make([]string, len(checks))
-	for i, c := range checks {
-		names[i] = string(c)
-	}
 	r := strings.NewReplacer(
 		"{ip}", textsafe.Printable(v.IP, maxVar),
 		"{helo}", textsafe.Printable(v.HELO, maxVar),
 		"{sender}", textsafe.Printable(orNull(v.Sender), maxVar),
 		"{domain}", textsafe.Printable(v.Domain, maxVar),
-		"{checks}", strings.Join(names, ", "),
+		"{checks}", join(checks),
 	)
 	return textsafe.Reply(r.Replace(tmpl), textsafe.MaxReply)
 }
@@ -110,4 +186,27 @@ func orNull(sender string) string {
 		return "<>"
 	}
 	return sender
+}
+
+// Domains is an allowlist of domain names: "example.com" matches that
+// name, ".example.com" that name and every name below it. Entries are
+// lower-case without a trailing dot.
+type Domains []string
+
+// Match returns the entry that matches name, if any.
+func (ds Domains) Match(name string) (string, bool) {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if name == "" {
+		return "", false
+	}
+	for _, e := range ds {
+		if suffix, ok := strings.CutPrefix(e, "."); ok {
+			if name == suffix || strings.HasSuffix(name, e) {
+				return e, true
+			}
+		} else if name == e {
+			return e, true
+		}
+	}
+	return "", false
 }

@@ -1,13 +1,19 @@
 // Package policy turns check results into an action and an SMTP reply: a
-// table (check, result) -> rule, three presets, per-check dry-run, and the
-// rule that the most severe action wins.
+// table (check, result) -> rule, three presets, per-check dry-run,
+// allowlists, and the rule that the most severe action wins. It is the one
+// decision step's logic; milter gathers the evidence and calls Decide.
 package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
+	"github.com/vouch-mail/vouch/checks/helo"
+	"github.com/vouch-mail/vouch/checks/iprev"
+	"github.com/vouch-mail/vouch/checks/spf"
 	"github.com/vouch-mail/vouch/milter/textsafe"
 )
 
@@ -20,6 +26,9 @@ const (
 	TempFail                 // 4xx: the client retries later
 	Reject                   // 5xx: the client gives up and bounces
 )
+
+// Actions lists every action, least severe first.
+var Actions = []Action{Accept, Quarantine, TempFail, Reject}
 
 var actionNames = [...]string{"accept", "quarantine", "tempfail", "reject"}
 
@@ -40,6 +49,23 @@ func ParseAction(s string) (Action, error) {
 	return 0, fmt.Errorf("unknown action %q (want one of %s)", s, strings.Join(actionNames[:], ", "))
 }
 
+// Stage is a point of the SMTP dialogue where a decision can be answered.
+type Stage string
+
+const (
+	StageConnect Stage = "connect"
+	StageHelo    Stage = "helo"
+	StageMail    Stage = "mail"
+	StageRcpt    Stage = "rcpt"
+	StageEOM     Stage = "eom"
+)
+
+// Stages lists the stages in dialogue order; they are metric label values.
+var Stages = []Stage{StageConnect, StageHelo, StageMail, StageRcpt, StageEOM}
+
+// DecideStages are the stages policy.decide_at may name.
+var DecideStages = []Stage{StageRcpt, StageMail, StageHelo}
+
 // Check names a line of the table. SPF is the identity that decides: MAIL
 // FROM, or HELO for the null sender (RFC 7208 §2.4). SPFHelo is the HELO
 // identity of a message with a non-null sender.
@@ -55,13 +81,25 @@ const (
 // Checks lists the checks in the order findings are reported.
 var Checks = []Check{Iprev, Helo, SPF, SPFHelo}
 
-// Results lists the results each check can give, in the words of the
-// checks and RFCs; they are also metric label values.
-var Results = map[Check][]string{
-	Iprev:   {"pass", "no-ptr", "unconfirmed", "temperror", "permerror"},
-	Helo:    {"match", "resolves", "literal", "mismatch", "invalid", "literal-mismatch", "temperror"},
-	SPF:     {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"},
-	SPFHelo: {"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"},
+// Result is a check's result in the words of the checks and RFCs (a
+// Verdict of checks/iprev, checks/helo or checks/spf).
+type Result string
+
+// Results lists the results each check can give, taken from the checks'
+// own vocabularies; they are also metric label values.
+var Results = map[Check][]Result{
+	Iprev:   results(iprev.Verdicts),
+	Helo:    results(helo.Verdicts),
+	SPF:     results(spf.Verdicts),
+	SPFHelo: results(spf.Verdicts),
+}
+
+func results[V ~string](vs []V) []Result {
+	out := make([]Result, len(vs))
+	for i, v := range vs {
+		out[i] = Result(v)
+	}
+	return out
 }
 
 // Rule is one cell of the table.
@@ -73,23 +111,19 @@ type Rule struct {
 	Code   int
 	Status string
 	// Text is the reply text; {ip}, {helo}, {sender}, {domain} and
-	// {result} are replaced by sanitised values.
+	// {checks} are replaced by sanitised values.
 	Text string
 }
 
 // Table maps each check and result to a rule. A missing cell means accept.
-type Table map[Check]map[string]Rule
+type Table map[Check]map[Result]Rule
 
-// Clone returns a deep copy.
-func (t Table) Clone() Table {
-	c := make(Table, len(t))
-	for check, rules := range t {
-		c[check] = make(map[string]Rule, len(rules))
-		for r, rule := range rules {
-			c[check][r] = rule
-		}
+// Set puts rule in the cell (check, result).
+func (t Table) Set(check Check, result Result, rule Rule) {
+	if t[check] == nil {
+		t[check] = map[Result]Rule{}
 	}
-	return c
+	t[check][result] = rule
 }
 
 // Validate reports every problem with the table, naming check and result.
@@ -107,18 +141,19 @@ func (t Table) Validate() error {
 			errs = append(errs, fmt.Sprintf("unknown check %q (want one of iprev, helo, spf, spf_helo)", cs))
 			continue
 		}
-		results := make([]string, 0, len(t[check]))
+		rs := make([]string, 0, len(t[check]))
 		for r := range t[check] {
-			results = append(results, r)
+			rs = append(rs, string(r))
 		}
-		sort.Strings(results)
-		for _, result := range results {
-			if !contains(known, result) {
-				errs = append(errs, fmt.Sprintf("%s: unknown result %q (want one of %s)", check, result, strings.Join(known, ", ")))
+		sort.Strings(rs)
+		for _, r := range rs {
+			result := Result(r)
+			if !slices.Contains(known, result) {
+				errs = append(errs, fmt.Sprintf("%s: unknown result %q (want one of %s)", check, r, join(known)))
 				continue
 			}
-			if err := t[check][result].validate(); err != nil {
-				errs = append(errs, fmt.Sprintf("%s %s: %v", check, result, err))
+			if err := t[check][result].Validate(); err != nil {
+				errs = append(errs, fmt.Sprintf("%s %s: %v", check, r, err))
 			}
 		}
 	}
@@ -128,7 +163,17 @@ func (t Table) Validate() error {
 	return nil
 }
 
-func (r Rule) validate() error {
+func join[T ~string](list []T) string {
+	s := make([]string, len(list))
+	for i, x := range list {
+		s[i] = string(x)
+	}
+	return strings.Join(s, ", ")
+}
+
+// Validate checks one rule: the reply's code and enhanced status agree
+// with the action, and the text is safe to send.
+func (r Rule) Validate() error {
 	if r.Action < Accept || r.Action > Reject {
 		return fmt.Errorf("invalid action %d", r.Action)
 	}
@@ -161,27 +206,13 @@ func (r Rule) validate() error {
 // subject 1-3 digits, detail 1-3 digits.
 func validStatus(s string, class int) bool {
 	parts := strings.Split(s, ".")
-	if len(parts) != 3 || parts[0] != fmt.Sprint(class) {
+	if len(parts) != 3 || parts[0] != strconv.Itoa(class) {
 		return false
 	}
 	for _, p := range parts[1:] {
-		if len(p) < 1 || len(p) > 3 {
+		if len(p) < 1 || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
 			return false
-		}
-		for _, c := range p {
-			if c < '0' || c > '9' {
-				return false
-			}
 		}
 	}
 	return true
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -51,10 +51,10 @@ func TestPresets(t *testing.T) {
 	for _, tc := range tests {
 		name := tc.preset
 		for _, f := range tc.findings {
-			name += "/" + string(f.Check) + "=" + f.Result
+			name += "/" + string(f.Check) + "=" + string(f.Result)
 		}
 		t.Run(name, func(t *testing.T) {
-			d := mustPreset(t, tc.preset).Decide(tc.findings, vars)
+			d := mustPreset(t, tc.preset).Decide(Input{Findings: tc.findings, Vars: vars})
 			if d.Action != tc.want.action {
 				t.Fatalf("action %s, want %s", d.Action, tc.want.action)
 			}
@@ -74,7 +74,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 func TestDryRun(t *testing.T) {
 	p := mustPreset(t, "standard")
 	p.DryRun = map[Check]bool{SPF: true}
-	d := p.Decide([]Finding{{Iprev, "pass"}, {SPF, "fail"}}, vars)
+	d := p.Decide(Input{Findings: []Finding{{Iprev, "pass"}, {SPF, "fail"}}, Vars: vars})
 	if d.Action != Accept || d.Would != Reject || !d.DryRun() {
 		t.Fatalf("dry-run decision %+v, want accept that would reject", d)
 	}
@@ -82,7 +82,7 @@ func TestDryRun(t *testing.T) {
 		t.Errorf("dry-run should report the reply it would give, got %d %s", d.Code, d.Status)
 	}
 	// A check not in dry-run still acts.
-	d = p.Decide([]Finding{{Iprev, "no-ptr"}, {SPF, "fail"}}, vars)
+	d = p.Decide(Input{Findings: []Finding{{Iprev, "no-ptr"}, {SPF, "fail"}}, Vars: vars})
 	if d.Action != TempFail || d.Would != Reject || d.Code != 450 {
 		t.Fatalf("decision %+v, want tempfail 450 that would reject", d)
 	}
@@ -92,7 +92,7 @@ func TestClientStringsAreSanitised(t *testing.T) {
 	p := mustPreset(t, "strict")
 	v := Vars{IP: "192.0.2.1", HELO: "evil\r\n250 2.0.0 ok %s \xff" + strings.Repeat("x", 2000), Domain: "100%.example"}
 	for _, f := range []Finding{{Helo, "mismatch"}, {SPF, "fail"}} {
-		d := p.Decide([]Finding{f}, v)
+		d := p.Decide(Input{Findings: []Finding{f}, Vars: v})
 		for i := 0; i < len(d.Text); i++ {
 			if c := d.Text[i]; c < 0x20 || c > 0x7e {
 				t.Fatalf("reply text has byte %#x: %q", c, d.Text)
@@ -105,7 +105,7 @@ func TestClientStringsAreSanitised(t *testing.T) {
 			t.Errorf("reply text %d bytes long", len(d.Text))
 		}
 	}
-	d := p.Decide([]Finding{{SPF, "fail"}}, v)
+	d := p.Decide(Input{Findings: []Finding{{SPF, "fail"}}, Vars: v})
 	if want := "SPF: 192.0.2.1 is not allowed to send mail from 100%%.example"; d.Text != want {
 		t.Errorf("text %q, want %q", d.Text, want)
 	}
@@ -138,7 +138,7 @@ func TestValidate(t *testing.T) {
 func TestDefaultRule(t *testing.T) {
 	tests := []struct {
 		check  Check
-		result string
+		result Result
 		action Action
 		want   string
 	}{
@@ -150,7 +150,7 @@ func TestDefaultRule(t *testing.T) {
 		{SPFHelo, "none", Reject, "550 5.7.23"},
 	}
 	for _, tc := range tests {
-		t.Run(string(tc.check)+"/"+tc.result+"/"+tc.action.String(), func(t *testing.T) {
+		t.Run(string(tc.check)+"/"+string(tc.result)+"/"+tc.action.String(), func(t *testing.T) {
 			r := DefaultRule(tc.check, tc.result, tc.action)
 			if got := itoa(r.Code) + " " + r.Status; got != tc.want {
 				t.Errorf("got %s, want %s", got, tc.want)

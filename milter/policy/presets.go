@@ -3,6 +3,10 @@ package policy
 import (
 	"fmt"
 	"sort"
+
+	"github.com/vouch-mail/vouch/checks/helo"
+	"github.com/vouch-mail/vouch/checks/iprev"
+	"github.com/vouch-mail/vouch/checks/spf"
 )
 
 // The default replies. RFC 7372 gives the enhanced codes: 5.7.23 SPF
@@ -43,17 +47,17 @@ var presets = map[string]func() Table{
 	"lenient": func() Table { return Table{} },
 	"standard": func() Table {
 		return Table{
-			Iprev: {"no-ptr": iprevNoPTRTemp, "temperror": iprevTemp},
-			SPF:   {"fail": spfFail, "temperror": spfTemp},
+			Iprev: {Result(iprev.NoPTR): iprevNoPTRTemp, Result(iprev.TempError): iprevTemp},
+			SPF:   {Result(spf.Fail): spfFail, Result(spf.TempError): spfTemp},
 		}
 	},
 	"strict": func() Table {
 		return Table{
-			Iprev: {"no-ptr": iprevNoPTR, "unconfirmed": iprevUnconf, "permerror": iprevPerm, "temperror": iprevTemp},
-			Helo: {"mismatch": heloMismatch, "invalid": heloInvalid, "literal-mismatch": heloLitMis,
-				"temperror": heloTemp},
-			SPF:     {"fail": spfFail, "temperror": spfTemp, "permerror": spfPerm, "softfail": spfSoft},
-			SPFHelo: {"fail": heloSPFFail, "temperror": heloSPFTemp},
+			Iprev: {Result(iprev.NoPTR): iprevNoPTR, Result(iprev.Unconfirmed): iprevUnconf, Result(iprev.PermError): iprevPerm, Result(iprev.TempError): iprevTemp},
+			Helo: {Result(helo.Mismatch): heloMismatch, Result(helo.Invalid): heloInvalid, Result(helo.LiteralMismatch): heloLitMis,
+				Result(helo.TempError): heloTemp},
+			SPF:     {Result(spf.Fail): spfFail, Result(spf.TempError): spfTemp, Result(spf.PermError): spfPerm, Result(spf.SoftFail): spfSoft},
+			SPFHelo: {Result(spf.Fail): heloSPFFail, Result(spf.TempError): heloSPFTemp},
 		}
 	},
 }
@@ -79,25 +83,25 @@ func Preset(name string) (Table, error) {
 
 // texts are the reply texts for cells no preset refuses, used when an
 // override names only an action.
-var texts = map[Check]map[string]string{
-	Iprev: {"pass": "Reverse DNS of {ip} is verified, but refused by local policy"},
+var texts = map[Check]map[Result]string{
+	Iprev: {Result(iprev.Pass): "Reverse DNS of {ip} is verified, but refused by local policy"},
 	Helo: {
-		"match":    "HELO name {helo} refused by local policy",
-		"resolves": "HELO name {helo} is not the reverse DNS name of {ip}",
-		"literal":  "HELO address literal {helo} refused by local policy",
+		Result(helo.Match):    "HELO name {helo} refused by local policy",
+		Result(helo.Resolves): "HELO name {helo} is not the reverse DNS name of {ip}",
+		Result(helo.Literal):  "HELO address literal {helo} refused by local policy",
 	},
 	SPF: {
-		"pass":     "SPF: mail from {domain} refused by local policy",
-		"softfail": "SPF: {ip} is probably not allowed to send mail from {domain} (softfail)",
-		"neutral":  "SPF: {domain} does not say whether {ip} may send its mail (neutral)",
-		"none":     "SPF: {domain} publishes no SPF record",
+		Result(spf.Pass):     "SPF: mail from {domain} refused by local policy",
+		Result(spf.SoftFail): "SPF: {ip} is probably not allowed to send mail from {domain} (softfail)",
+		Result(spf.Neutral):  "SPF: {domain} does not say whether {ip} may send its mail (neutral)",
+		Result(spf.None):     "SPF: {domain} publishes no SPF record",
 	},
 	SPFHelo: {
-		"pass":      "SPF: HELO name {helo} refused by local policy",
-		"softfail":  "SPF: {ip} is probably not allowed to use the HELO name {helo} (softfail)",
-		"neutral":   "SPF: {helo} does not say whether {ip} may use it (neutral)",
-		"none":      "SPF: HELO name {helo} publishes no SPF record",
-		"permerror": "SPF: the SPF record of HELO name {helo} is invalid",
+		Result(spf.Pass):      "SPF: HELO name {helo} refused by local policy",
+		Result(spf.SoftFail):  "SPF: {ip} is probably not allowed to use the HELO name {helo} (softfail)",
+		Result(spf.Neutral):   "SPF: {helo} does not say whether {ip} may use it (neutral)",
+		Result(spf.None):      "SPF: HELO name {helo} publishes no SPF record",
+		Result(spf.PermError): "SPF: the SPF record of HELO name {helo} is invalid",
 	},
 }
 
@@ -105,7 +109,7 @@ var texts = map[Check]map[string]string{
 // action: the standard or strict preset's reply for that action if either
 // has one, else the preset's text with the code of the action, else a
 // text from the table above.
-func DefaultRule(check Check, result string, action Action) Rule {
+func DefaultRule(check Check, result Result, action Action) Rule {
 	if action != TempFail && action != Reject {
 		return Rule{Action: action}
 	}
@@ -116,7 +120,7 @@ func DefaultRule(check Check, result string, action Action) Rule {
 	detail := "7.25"
 	if check == SPF || check == SPFHelo {
 		detail = "7.23"
-		if result == "temperror" || result == "permerror" {
+		if result == Result(spf.TempError) || result == Result(spf.PermError) {
 			detail = "7.24"
 		}
 	}
