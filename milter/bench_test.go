@@ -15,9 +15,10 @@ import (
 	gomilter "github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 )
 
@@ -29,24 +30,26 @@ import (
 
 // benchVouch serves vouch on loopback TCP over a dnstest server holding
 // zone, loopback not trusted, logs formatted at info level and dropped.
-func benchVouch(tb testing.TB, change ...func(*milter.Settings)) (addr string, d *dnstest.Server, reg *prometheus.Registry) {
+func benchVouch(tb testing.TB, change ...func(*config.Config)) (addr string, d *dnstest.Server, reg *prometheus.Registry) {
 	tb.Helper()
 	d = dnstest.New(tb, zone)
 	reg = prometheus.NewRegistry()
 	m := metrics.New(reg, "bench")
-	res, err := dns.New(dns.Config{Servers: []string{d.Addr}, Timeout: 5 * time.Second}, m.DNSObserver())
+	rc := checktest.Config(d.Addr, 5*time.Second)
+	rc.Attempts = 2
+	res := checktest.ResolverFor(tb, rc, m.DNSObserver())
+	cfg := config.Default()
+	cfg.Policy.TrustedNetworks = nil
+	for _, ch := range change {
+		ch(cfg)
+	}
+	srv, err := milter.NewServer(cfg, res, milter.Options{
+		Logger:  slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Metrics: m,
+	})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s := milter.DefaultSettings(res)
-	s.TrustedNetworks = nil
-	for _, ch := range change {
-		ch(s)
-	}
-	srv := milter.NewServer(s, milter.Options{
-		Logger:  slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		Metrics: m, MaxConnections: 2000, IdleTimeout: 10 * time.Minute,
-	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -245,9 +248,9 @@ func benchClient(addr string) *gomilter.Client {
 // header off: its connection handling, policy, logs and metrics alone.
 func BenchmarkSessionLoopback(b *testing.B) {
 	vouchAddr, d, _ := benchVouch(b)
-	bareAddr, _, _ := benchVouch(b, func(s *milter.Settings) {
-		s.Iprev.Enabled, s.HeloEnabled, s.SPF.Enabled = false, false, false
-		s.AddAuthResults, s.AddReceivedSPF = false, false
+	bareAddr, _, _ := benchVouch(b, func(c *config.Config) {
+		c.Checks.Iprev.Enabled, c.Checks.Helo.Enabled, c.Checks.SPF.Enabled = false, false, false
+		c.Headers.AuthenticationResults, c.Headers.ReceivedSPF = false, false
 	})
 	targets := []struct {
 		name   string

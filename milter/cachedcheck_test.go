@@ -10,10 +10,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/checks/iprev"
 	"github.com/vouch-mail/vouch/checks/spf"
+	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 )
 
@@ -21,16 +23,18 @@ func cachedCheckConn(t *testing.T) (*conn, *dnstest.Server, *metrics.Metrics) {
 	t.Helper()
 	d := dnstest.New(t, benchZone)
 	m := metrics.New(prometheus.NewRegistry(), "test")
-	res, err := dns.New(dns.Config{Servers: []string{d.Addr}, Timeout: 5 * time.Second}, m.DNSObserver())
+	cfg := checktest.Config(d.Addr, 5*time.Second)
+	cfg.Attempts = 2
+	res := checktest.ResolverFor(t, cfg, m.DNSObserver())
+	c := config.Default()
+	c.Policy.TrustedNetworks = nil
+	srv, err := NewServer(c, res, Options{Logger: slog.New(slog.DiscardHandler), Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := DefaultSettings(res)
-	s.TrustedNetworks = nil
-	srv := NewServer(s, Options{Logger: slog.New(slog.DiscardHandler), Metrics: m})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	return &conn{srv: srv, set: s, ctx: ctx, log: srv.log}, d, m
+	return &conn{srv: srv, gen: srv.gen.Load(), ctx: ctx, log: srv.log}, d, m
 }
 
 // A check whose answers are all cached is done when startCheck returns,
@@ -39,14 +43,14 @@ func cachedCheckConn(t *testing.T) (*conn, *dnstest.Server, *metrics.Metrics) {
 func TestCachedCheckRunsAtOnce(t *testing.T) {
 	c, d, m := cachedCheckConn(t)
 	ip := net.ParseIP("192.0.2.10").To4()
-	check := func(ctx context.Context) spf.Result {
-		return spf.CheckMailFrom(ctx, c.set.Resolver, ip, "mail.good.test", "alice@good.test", c.set.SPF.Options)
+	check := func(ctx context.Context, r dns.Lookuper) spf.Result {
+		return spf.CheckMailFrom(ctx, r, ip, "mail.good.test", "alice@good.test", c.gen.cfg.Checks.SPF.Options)
 	}
 	// Cold: every name is delayed, so the check cannot be done yet.
 	for _, n := range []string{"good.test", "_spf.good.test", "mail.good.test"} {
 		d.SetFault(n, dnstest.Fault{Delay: 200 * time.Millisecond})
 	}
-	cold := startCheck(c, "spf_mailfrom", check, spfVerdict, spfFailed(spf.MailFrom))
+	cold := startCheck(c, checkSPFMailFrom, check, spfVerdict, spfFailed(spf.MailFrom))
 	if cold.ready() {
 		t.Fatal("a check needing the network was done at once")
 	}
@@ -57,7 +61,7 @@ func TestCachedCheckRunsAtOnce(t *testing.T) {
 	queries := d.TotalQueries()
 	hits := testutil.ToFloat64(m.DNSCacheRequests.WithLabelValues("hit"))
 
-	warm := startCheck(c, "spf_mailfrom", check, spfVerdict, spfFailed(spf.MailFrom))
+	warm := startCheck(c, checkSPFMailFrom, check, spfVerdict, spfFailed(spf.MailFrom))
 	if !warm.ready() {
 		t.Fatal("a check answered from the cache was not done at once")
 	}
@@ -79,7 +83,7 @@ func TestCachedCheckRunsAtOnce(t *testing.T) {
 	// A dependency not done yet: the check goes to the background even
 	// with a warm cache, and waits there.
 	pending := &future[iprev.Result]{done: make(chan struct{})}
-	waiting := startCheck(c, "spf_mailfrom", check, spfVerdict, spfFailed(spf.MailFrom), pending)
+	waiting := startCheck(c, checkSPFMailFrom, check, spfVerdict, spfFailed(spf.MailFrom), pending)
 	if waiting.ready() {
 		t.Fatal("a check with a pending dependency was run at once")
 	}
@@ -93,7 +97,7 @@ func TestCachedCheckRunsAtOnce(t *testing.T) {
 // panic into a temperror and counts it, as for any check.
 func TestCachedCheckPanicGoesToBackground(t *testing.T) {
 	c, _, m := cachedCheckConn(t)
-	f := startCheck(c, "iprev", func(ctx context.Context) iprev.Result { panic("boom") }, iprevVerdict, iprevFailed)
+	f := startCheck(c, checkIprev, func(context.Context, dns.Lookuper) iprev.Result { panic("boom") }, iprevVerdict, iprevFailed)
 	r, ok := f.wait(context.Background())
 	if !ok || r.Verdict != iprev.TempError {
 		t.Fatalf("got %+v", r)

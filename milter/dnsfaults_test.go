@@ -8,9 +8,8 @@ import (
 
 	mdns "github.com/miekg/dns"
 
-	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
-	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/policy"
 )
@@ -59,12 +58,9 @@ func bigSPF(name string, n int) string {
 
 // failOpen is the operator's choice to accept mail when DNS is broken:
 // every check's temperror accepted.
-func failOpen(s *milter.Settings, _ *milter.Options) {
+func failOpen(s *setup) {
 	for _, c := range policy.Checks {
-		if s.Policy.Table[c] == nil {
-			s.Policy.Table[c] = map[string]policy.Rule{}
-		}
-		s.Policy.Table[c]["temperror"] = policy.Rule{Action: policy.Accept}
+		s.cfg.Policy.Rules.Set(c, "temperror", policy.Rule{Action: policy.Accept})
 	}
 }
 
@@ -260,12 +256,11 @@ func TestDNSTimeoutAnsweredByDeadline(t *testing.T) {
 			slow := dnstest.New(t, faultZone)
 			slow.SetFault(tc.target, dnstest.Fault{Drop: true})
 			// A resolver that would wait 2 × 5 s for one lookup.
-			res, err := dns.New(dns.Config{Servers: []string{slow.Addr}, Timeout: 5 * time.Second, Attempts: 2}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e := newEnv(t, func(s *milter.Settings, _ *milter.Options) {
-				s.Resolver, s.Deadline = res, deadline
+			cfg := checktest.Config(slow.Addr, 5*time.Second)
+			cfg.Attempts = 2
+			res := checktest.ResolverFor(t, cfg, nil)
+			e := newEnv(t, func(s *setup) {
+				s.resolver, s.cfg.Checks.Deadline = res, deadline
 			})
 			start := time.Now()
 			m := e.connect(client)
@@ -294,14 +289,8 @@ func TestDNSTimeoutAnsweredByDeadline(t *testing.T) {
 // and applying its own default action.
 func TestDeadlineBelowMTATimeouts(t *testing.T) {
 	const sendmail, postfix = 10 * time.Second, 30 * time.Second
-	cfg := config.Default()
-	s, err := cfg.Settings(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for name, d := range map[string]time.Duration{
-		"milter.DefaultSettings": milter.DefaultSettings(nil).Deadline,
-		"config.Default":         s.Deadline,
+		"config.Default": config.Default().Checks.Deadline,
 	} {
 		if d <= 0 || d >= sendmail || d >= postfix {
 			t.Errorf("%s: deadline %v, want below %v (Sendmail) and %v (Postfix)", name, d, sendmail, postfix)

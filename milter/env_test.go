@@ -1,7 +1,6 @@
 package milter_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -9,16 +8,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 	"github.com/vouch-mail/vouch/milter/socket"
 )
@@ -49,36 +48,34 @@ soft              TXT   "v=spf1 ~all"
 0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa. PTR mail6.good.test.
 `
 
-// logBuffer collects log output from several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type env struct {
 	t       *testing.T
 	dns     *dnstest.Server
 	srv     *milter.Server
 	metrics *metrics.Metrics
 	reg     *prometheus.Registry
-	logs    *logBuffer
+	logs    *checktest.LogBuffer
 	network string
 	addr    string
 }
 
-type envOption func(*milter.Settings, *milter.Options)
+// setup is what an envOption may change before the server starts.
+type setup struct {
+	cfg      *config.Config
+	resolver milter.Resolver
+	logger   *slog.Logger // nil: debug text into env.logs
+}
+
+type envOption func(*setup)
+
+// testConfig is the daemon's defaults, but with loopback checked like any
+// client and a short deadline.
+func testConfig() *config.Config {
+	c := config.Default()
+	c.Policy.TrustedNetworks = nil
+	c.Checks.Deadline = 3 * time.Second
+	return c
+}
 
 // newEnv starts vouch on a loopback TCP port over a dnstest server holding
 // zone, with loopback NOT trusted so that 127.x clients are checked.
@@ -89,23 +86,21 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 
 func newEnvOn(t *testing.T, network string, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, dns: dnstest.New(t, zone), reg: prometheus.NewRegistry(), logs: &logBuffer{}}
+	e := &env{t: t, dns: dnstest.New(t, zone), reg: prometheus.NewRegistry(), logs: &checktest.LogBuffer{}}
 	e.metrics = metrics.New(e.reg, "test")
-	res, err := dns.New(dns.Config{Servers: []string{e.dns.Addr}, Timeout: 500 * time.Millisecond, Attempts: 1}, e.metrics.DNSObserver())
+	res := checktest.ResolverFor(t, checktest.Config(e.dns.Addr, 500*time.Millisecond), e.metrics.DNSObserver())
+	s := &setup{cfg: testConfig(), resolver: res}
+	for _, opt := range opts {
+		opt(s)
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	srv, err := milter.NewServer(s.cfg, s.resolver, milter.Options{Logger: s.logger, Metrics: e.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := milter.DefaultSettings(res)
-	s.TrustedNetworks = nil
-	s.Deadline = 3 * time.Second
-	o := milter.Options{
-		Logger:  slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Metrics: e.metrics,
-	}
-	for _, opt := range opts {
-		opt(s, &o)
-	}
-	e.srv = milter.NewServer(s, o)
+	e.srv = srv
 
 	var ln net.Listener
 	if network == "unix" {

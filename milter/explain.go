@@ -4,14 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"strings"
 
 	"github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vouch-mail/vouch/checks/helo"
-	"github.com/vouch-mail/vouch/checks/iprev"
-	"github.com/vouch-mail/vouch/checks/spf"
+	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 	"github.com/vouch-mail/vouch/milter/policy"
 )
@@ -30,25 +27,17 @@ type Request struct {
 	AuthUser string
 }
 
-// Explanation is what the daemon would do with a Request, and why.
+// Explanation is what the daemon would do with a Request, and why: the
+// transaction's Outcome as the decision step took it.
 type Explanation struct {
-	// Exempt says why checks were skipped ("trusted_network",
-	// "authenticated", "local"), "" if they ran.
-	Exempt  string
-	Iprev   *iprev.Result
-	Helo    *helo.Result
-	SPF     *spf.Result // the deciding identity: MAIL FROM, or HELO for <>
-	SPFHelo *spf.Result // the HELO identity of a non-null sender
-	// Allowed names the allowlist that turned a refusal into accept
-	// ("allowed_client_name", "allowed_sender_domain"), "" if none did.
-	Allowed string
-	// Stage is where the MTA gets the answer; Decision is the policy's.
-	Stage    Stage
-	Decision policy.Decision
-	// ExemptRecipient: Rcpt is accepted whatever the decision.
+	// Exempt says why checks were skipped, "" if they ran; the Outcome
+	// is then empty but for its Stage.
+	Exempt Exemption
+	Outcome
+	// ExemptRecipient: Rcpt is accepted although the decision refuses.
 	ExemptRecipient bool
-	// Reply is what the MTA tells the client at Stage ("550 5.7.23 ..."),
-	// "" when the mail is accepted.
+	// Reply is what the client is told at Stage ("550 5.7.23 ...", with
+	// "%" as the MTA sends it), "" when the mail is accepted.
 	Reply string
 	// Headers are the fields added to an accepted message, top first.
 	Headers []Field
@@ -57,14 +46,17 @@ type Explanation struct {
 // Explain runs the daemon's own session code for req, callback by
 // callback as an MTA would drive it, and reports the outcome. Logs go to
 // log (nil: discarded); metrics to a private registry.
-func Explain(ctx context.Context, s *Settings, req Request, log *slog.Logger) Explanation {
+func Explain(ctx context.Context, cfg *config.Config, r Resolver, req Request, log *slog.Logger) (Explanation, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	srv := NewServer(s, Options{Logger: log, Metrics: metrics.New(prometheus.NewRegistry(), "explain")})
+	srv, err := NewServer(cfg, r, Options{Logger: log, Metrics: metrics.New(prometheus.NewRegistry(), "explain")})
+	if err != nil {
+		return Explanation{}, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &conn{srv: srv, set: s, ctx: ctx, log: log}
+	c := &conn{srv: srv, gen: srv.gen.Load(), ctx: ctx, log: log}
 	sess := session{c}
 
 	host := req.Hostname
@@ -88,75 +80,44 @@ func Explain(ctx context.Context, s *Settings, req Request, log *slog.Logger) Ex
 	}
 
 	var e Explanation
-	answer := func(stage Stage, r milter.Response) bool {
-		if text := replyText(r); text != "" {
-			e.Stage, e.Reply = stage, text
-			return true
+	// refused reports whether the outcome at hand was answered with a
+	// refusal, and fills the explanation from it.
+	refused := func(o *Outcome) bool {
+		if o == nil || !o.Decision.Refuses() {
+			return false
 		}
-		return false
-	}
-	done := func() Explanation {
-		e.Exempt = c.exempt
-		if c.tx != nil {
-			if e.Exempt == "" {
-				e.Exempt = c.tx.exempt
-			}
-			e.Decision = c.tx.decision
-		} else if c.heloDecision != nil {
-			e.Decision = *c.heloDecision
-		}
-		e.Iprev, e.Helo, e.SPF, e.SPFHelo = c.last.iprev, c.last.helo, c.last.spf, c.last.spfHelo
-		e.Allowed = c.lastAllowed
-		return e
+		e.Outcome, e.Reply = *o, o.Decision.Reply()
+		return true
 	}
 
-	r, _ := sess.Connect(host, family, 25, ip, macros("j", req.MTAName))
-	if answer(StageConnect, r) {
-		return done()
+	sess.Connect(host, family, 25, ip, macros("j", req.MTAName))
+	e.Exempt = c.exempt
+	sess.Helo(req.HELO, macros())
+	if refused(c.heloRefusal) {
+		return e, nil
 	}
-	r, _ = sess.Helo(req.HELO, macros())
-	if answer(StageHelo, r) {
-		return done()
+	sess.MailFrom(req.Sender, macros("{auth_authen}", req.AuthUser))
+	if e.Exempt == "" {
+		e.Exempt = c.tx.exempt
 	}
-	r, _ = sess.MailFrom(req.Sender, macros("{auth_authen}", req.AuthUser))
-	if answer(StageMail, r) {
-		return done()
+	if e.Exempt != "" {
+		e.Stage = policy.StageRcpt
+		return e, nil
+	}
+	if refused(c.tx.outcome) {
+		return e, nil
 	}
 	rcpt := req.Rcpt
 	if rcpt == "" {
 		rcpt = "recipient@" + req.MTAName
 	}
-	r, _ = sess.RcptTo(rcpt, macros())
-	if answer(StageRcpt, r) {
-		return done()
+	sess.RcptTo(rcpt, macros())
+	o := c.tx.outcome
+	if len(c.tx.exemptRecipients) == 0 && refused(o) {
+		return e, nil
 	}
-	if c.tx != nil && c.tx.decision.Action >= policy.TempFail {
-		e.ExemptRecipient = true
-	}
-	e.Stage = StageRcpt
-	if c.exempt == "" && c.tx != nil && c.tx.exempt == "" {
-		if !c.tx.decided {
-			c.decideTx(StageEOM)
-		}
-		e.Headers = c.fields()
-	}
-	return done()
-}
-
-// replyText renders a refusal as the MTA would send it, "" otherwise.
-func replyText(r milter.Response) string {
-	if r == nil {
-		return ""
-	}
-	msg := r.Response()
-	switch milter.ActionCode(msg.Code) {
-	case milter.ActReplyCode:
-		// Postfix and Sendmail send "%%" as "%".
-		return strings.ReplaceAll(strings.TrimRight(string(msg.Data), "\x00"), "%%", "%")
-	case milter.ActTempFail:
-		return "451 4.7.1 Service unavailable - try again later"
-	case milter.ActReject:
-		return "550 5.7.1 Command rejected"
-	}
-	return ""
+	e.Outcome = *o
+	e.ExemptRecipient = len(c.tx.exemptRecipients) > 0
+	e.Headers = c.fields(o)
+	return e, nil
 }

@@ -26,9 +26,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 	"github.com/vouch-mail/vouch/milter/textsafe"
 )
@@ -66,7 +67,7 @@ type streamHarness struct {
 	srv     *milter.Server
 	metrics *metrics.Metrics
 	addr    string
-	logs    *logBuffer
+	logs    *checktest.LogBuffer
 	good    *gomilter.ClientSession
 	// idle is the goroutine count with only the good connection open,
 	// taken when the first stream starts: the test's own goroutines count.
@@ -77,16 +78,13 @@ type streamHarness struct {
 
 func newStreamHarness(tb testing.TB) *streamHarness {
 	tb.Helper()
-	h := &streamHarness{dns: dnstest.New(tb, zone), logs: &logBuffer{}}
+	h := &streamHarness{dns: dnstest.New(tb, zone), logs: &checktest.LogBuffer{}}
 	reg := prometheus.NewRegistry()
 	h.metrics = metrics.New(reg, "test")
-	res, err := dns.New(dns.Config{Servers: []string{h.dns.Addr}, Timeout: time.Second, Attempts: 1}, h.metrics.DNSObserver())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := milter.DefaultSettings(res)
-	s.TrustedNetworks = nil
-	s.Deadline = 2 * time.Second
+	res := checktest.ResolverFor(tb, checktest.Config(h.dns.Addr, time.Second), h.metrics.DNSObserver())
+	cfg := config.Default()
+	cfg.Policy.TrustedNetworks = nil
+	cfg.Checks.Deadline = 2 * time.Second
 	// go-milter reports protocol errors and the panics it recovers through
 	// the standard logger; route them as the daemon does, so that a panic
 	// anywhere shows in the metric.
@@ -95,11 +93,15 @@ func newStreamHarness(tb testing.TB) *streamHarness {
 	log.SetOutput(milter.LibraryLog(slog.New(slog.DiscardHandler), h.metrics))
 	tb.Cleanup(func() { log.SetOutput(prev); log.SetFlags(prevFlags) })
 
-	h.srv = milter.NewServer(s, milter.Options{
+	srv, err := milter.NewServer(cfg, res, milter.Options{
 		// Debug keeps every log call on the path the fuzzer explores.
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics: h.metrics,
 	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h.srv = srv
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -451,9 +453,9 @@ func TestSecondConnectStartsAfresh(t *testing.T) {
 // ASCII: a CR, LF, ESC or 8-bit byte in HELO or MAIL FROM cannot forge a
 // line or a terminal escape downstream of the JSON decoder.
 func TestClientStringsInJSONLogs(t *testing.T) {
-	logs := &logBuffer{}
+	logs := &checktest.LogBuffer{}
 	jsonLog := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e := newEnv(t, preset("strict"), func(_ *milter.Settings, o *milter.Options) { o.Logger = jsonLog })
+	e := newEnv(t, preset("strict"), func(s *setup) { s.logger = jsonLog })
 	prev, prevFlags := log.Writer(), log.Flags()
 	log.SetFlags(0)
 	log.SetOutput(milter.LibraryLog(jsonLog, e.metrics))

@@ -95,7 +95,7 @@ func TestInsertHeaderEncodesAsGoMilter(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			want := libraryInsert(t, tc.index, tc.field, tc.value)
-			c := &trackedConn{}
+			c := &wire{}
 			c.out = append(c.out, "before"...)
 			c.insertHeader(tc.index, tc.field, tc.value)
 			if got := c.out[len("before"):]; !bytes.Equal(got, want) {
@@ -106,7 +106,7 @@ func TestInsertHeaderEncodesAsGoMilter(t *testing.T) {
 }
 
 // FuzzInsertHeader checks the encoding against go-milter's own steps
-// (Modifier.InsertHeader, then writePacket) for any field.
+// (Modifier.InsertHeader, then packet) for any field.
 func FuzzInsertHeader(f *testing.F) {
 	f.Add(0, "Authentication-Results", "mx;\r\n\tiprev=pass")
 	f.Add(7, "X", "a\r\r\n\n\x00b")
@@ -120,7 +120,7 @@ func FuzzInsertHeader(f *testing.F) {
 		want := binary.BigEndian.AppendUint32(nil, uint32(body.Len()+1))
 		want = append(append(want, 'i'), body.Bytes()...)
 
-		c := &trackedConn{}
+		c := &wire{}
 		c.insertHeader(index, name, value)
 		if !bytes.Equal(c.out, want) {
 			t.Errorf("got  %q\nwant %q", c.out, want)
@@ -133,8 +133,8 @@ func FuzzInsertHeader(f *testing.F) {
 func TestWritePacketAsGoMilter(t *testing.T) {
 	for _, r := range []*reply{respContinue, respAccept, respTempFail, respInternal,
 		replyCode(550, "5.7.23", "SPF: 192.0.2.1 is not allowed to send mail from example.com, 100%% sure")} {
-		c := &trackedConn{}
-		c.writePacket(r.code, r.data)
+		c := &wire{}
+		c.packet(r.code, r.data)
 		want := binary.BigEndian.AppendUint32(nil, uint32(len(r.data)+1))
 		want = append(append(want, r.code), r.data...)
 		if !bytes.Equal(c.out, want) {

@@ -1,59 +1,80 @@
 package milter
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-milter"
 
+	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
+	"github.com/vouch-mail/vouch/milter/policy"
 )
 
-// Options are the server's fixed settings (a reload does not change them).
+// Options are what a server is built with besides its configuration.
 type Options struct {
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
-	// MaxConnections caps concurrent milter connections (0: no cap). Past
-	// it, a connection gets OverloadAction at connect and no checks.
-	MaxConnections int
-	// OverloadAction is "tempfail" (default: the client retries later,
-	// nothing is lost) or "accept" (mail flows unchecked).
-	OverloadAction string
-	// IdleTimeout closes a connection whose MTA sends nothing for this
-	// long, or up to an eighth (at most a second) longer (0: never). The
-	// MTA then applies its default action.
-	IdleTimeout time.Duration
+}
+
+// Resolver is what the checks look names up with. CacheOnly returns a
+// view that answers only from the cache (nil: the resolver has no cache),
+// for the checks a warm cache can answer at once in the callback.
+type Resolver interface {
+	dns.Lookuper
+	CacheOnly() *dns.CacheView
+}
+
+// generation is one loaded configuration as sessions use it: a reload
+// builds a new one, which applies to SMTP sessions that start afterwards.
+type generation struct {
+	cfg      *config.Config
+	policy   *policy.Policy
+	resolver Resolver
+}
+
+func newGeneration(cfg *config.Config, r Resolver) (*generation, error) {
+	p, err := cfg.Policy.Compile()
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return &generation{cfg: cfg, policy: p, resolver: r}, nil
 }
 
 // Server serves milter connections.
 type Server struct {
-	log      *slog.Logger
-	metrics  *metrics.Metrics
-	opts     Options
-	settings atomic.Pointer[Settings]
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	// listener is the milter section of the configuration the server
+	// started with: a reload does not change it.
+	listener config.Milter
+	gen      atomic.Pointer[generation]
 	hostname string
 	nextID   atomic.Uint64
 	active   atomic.Int64
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[*trackedConn]struct{}
+	conns     map[*wire]struct{}
 	shutdown  bool
 	wg        sync.WaitGroup
 }
 
-// NewServer returns a server that checks with s until Update replaces it.
-func NewServer(s *Settings, o Options) *Server {
+// NewServer returns a server that checks as cfg says, over r, until
+// Update replaces them.
+func NewServer(cfg *config.Config, r Resolver, o Options) (*Server, error) {
+	gen, err := newGeneration(cfg, r)
+	if err != nil {
+		return nil, err
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -61,21 +82,26 @@ func NewServer(s *Settings, o Options) *Server {
 	srv := &Server{
 		log:       o.Logger,
 		metrics:   o.Metrics,
-		opts:      o,
+		listener:  cfg.Milter,
 		hostname:  host,
 		listeners: map[net.Listener]struct{}{},
-		conns:     map[*trackedConn]struct{}{},
+		conns:     map[*wire]struct{}{},
 	}
-	srv.settings.Store(s)
-	return srv
+	srv.gen.Store(gen)
+	return srv, nil
 }
 
-// Update makes s apply to SMTP sessions that start from now on; sessions
-// under way finish with the settings they started with.
-func (srv *Server) Update(s *Settings) { srv.settings.Store(s) }
-
-// Settings returns the settings new sessions get.
-func (srv *Server) Settings() *Settings { return srv.settings.Load() }
+// Update makes cfg and r apply to SMTP sessions that start from now on;
+// sessions under way finish with what they started with. The milter
+// section is read only at start.
+func (srv *Server) Update(cfg *config.Config, r Resolver) error {
+	gen, err := newGeneration(cfg, r)
+	if err != nil {
+		return err
+	}
+	srv.gen.Store(gen)
+	return nil
+}
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("milter server closed")
@@ -143,20 +169,20 @@ var symList = map[milter.Stage][]string{
 // connection's state. That listener's second Accept fails at once, so
 // go-milter's Serve returns as soon as it has started the connection's
 // goroutine, and no goroutine of vouch's waits beside it; the end of the
-// connection is handled when go-milter closes it (trackedConn.onClose).
+// connection is handled when go-milter closes it (wire.onClose).
 func (srv *Server) serveConn(raw net.Conn) {
-	tc := newTrackedConn(raw, srv.opts.IdleTimeout)
+	tc := newWire(raw, srv.listener.IdleTimeout)
 	n := srv.active.Add(1)
 	srv.metrics.SessionsActive.Inc()
 	id := srv.nextID.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{srv: srv, set: srv.settings.Load(), ctx: ctx, id: id,
+	c := &conn{srv: srv, gen: srv.gen.Load(), ctx: ctx,
 		log: srv.log.With("conn", id), wire: tc}
 	tc.onClose = func() {
 		cancel() // stops the session's lookups when the MTA hangs up
-		if err := tc.timeoutErr(); err != nil {
+		if tc.timedOut.Load() {
 			srv.metrics.MilterErrors.WithLabelValues("timeout").Inc()
-			c.log.Info("milter connection idle too long; closed", "idle_timeout", srv.opts.IdleTimeout)
+			c.log.Info("milter connection idle too long; closed", "idle_timeout", srv.listener.IdleTimeout)
 		}
 		c.log.Debug("milter connection closed")
 		srv.active.Add(-1)
@@ -182,11 +208,11 @@ func (srv *Server) serveConn(raw net.Conn) {
 	srv.metrics.SessionsTotal.Inc()
 
 	var backend milter.Milter = session{c}
-	if max := srv.opts.MaxConnections; max > 0 && n > int64(max) {
+	if max := srv.listener.MaxConnections; max > 0 && n > int64(max) {
 		srv.metrics.SessionsRefused.WithLabelValues("overload").Inc()
-		backend = overloaded{accept: srv.opts.OverloadAction == "accept"}
+		backend = overloaded{accept: srv.listener.OverloadAction == policy.Accept}
 		c.log.Warn("too many milter connections; answering without checks",
-			"active", n, "max_connections", max, "overload_action", srv.opts.OverloadAction)
+			"active", n, "max_connections", max, "overload_action", srv.listener.OverloadAction.String())
 	}
 	ms := &milter.Server{
 		NewMilter: func() milter.Milter { return backend },
@@ -226,7 +252,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	// Closed outside the lock: closing runs the connection's onClose,
 	// which takes it.
 	srv.mu.Lock()
-	open := make([]*trackedConn, 0, len(srv.conns))
+	open := make([]*wire, 0, len(srv.conns))
 	for tc := range srv.conns {
 		open = append(open, tc)
 	}
@@ -237,165 +263,6 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	<-done
 	return ctx.Err()
 }
-
-// trackedConn is a milter connection: it enforces the idle timeout and
-// ends the connection's state when go-milter (or Shutdown) closes it.
-type trackedConn struct {
-	net.Conn
-	// in buffers reads: go-milter reads each packet's length, then its
-	// body, two system calls a packet unbuffered.
-	in *bufio.Reader
-	// out holds what go-milter writes until it next reads: an answer at
-	// end of message is a packet per header change and then the reply,
-	// each its own write system call otherwise. The MTA waits for the
-	// reply before it sends more, so nothing is held back from it. Only
-	// the connection's goroutine writes and reads.
-	out       []byte
-	idle      time.Duration
-	deadline  time.Time // the read deadline last set; only Read uses it
-	closeOnce sync.Once
-	onClose   func() // run once, after the first Close
-	timedOut  atomic.Bool
-}
-
-// readBufferSize holds the common packets (macros, commands, a header
-// field) whole; a longer one is read in parts or straight into go-milter's
-// buffer. Idle connections keep it, so it stays small.
-const readBufferSize = 512
-
-func newTrackedConn(c net.Conn, idle time.Duration) *trackedConn {
-	tc := &trackedConn{Conn: c, idle: idle}
-	tc.in = bufio.NewReaderSize(rawReader{tc}, readBufferSize)
-	return tc
-}
-
-// idleSlack is how far past IdleTimeout a read deadline is set, so that
-// it needs moving about once per slack of activity rather than on every
-// read (two a milter packet), each move being a runtime timer update.
-func idleSlack(idle time.Duration) time.Duration { return min(idle/8, time.Second) }
-
-// maxHeldOutput bounds the output buffer a connection keeps between
-// answers; a larger one (many header changes) is dropped after use.
-const maxHeldOutput = 2048
-
-func (c *trackedConn) Write(p []byte) (int, error) {
-	if c.out == nil {
-		c.out = make([]byte, 0, 256) // most answers fit
-	}
-	c.out = append(c.out, p...)
-	return len(p), nil
-}
-
-// Read sends what was written since the last read, then reads. A failed
-// send fails the read: go-milter then closes the connection, as it does
-// after a failed write.
-func (c *trackedConn) Read(p []byte) (int, error) {
-	if len(c.out) > 0 {
-		_, err := c.Conn.Write(c.out)
-		if cap(c.out) > maxHeldOutput {
-			c.out = nil
-		} else {
-			c.out = c.out[:0]
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
-	return c.in.Read(p)
-}
-
-// writePacket queues a milter packet: its length, code and data, as
-// go-milter writes one.
-func (c *trackedConn) writePacket(code byte, data []byte) {
-	if c.out == nil {
-		c.out = make([]byte, 0, 256)
-	}
-	c.out = binary.BigEndian.AppendUint32(c.out, uint32(len(data)+1))
-	c.out = append(c.out, code)
-	c.out = append(c.out, data...)
-}
-
-// insertHeader queues SMFIR_INSHEADER, as go-milter's
-// Modifier.InsertHeader encodes it (length, 'i', index, name NUL, value
-// with CRLF as LF, NUL), without the buffers go-milter allocates for each
-// packet it writes: an answer at end of message carries two.
-func (c *trackedConn) insertHeader(index int, name, value string) {
-	if c.out == nil {
-		c.out = make([]byte, 0, 256)
-	}
-	start := len(c.out)
-	c.out = append(c.out, 0, 0, 0, 0, 'i')
-	c.out = binary.BigEndian.AppendUint32(c.out, uint32(index))
-	c.out = append(c.out, name...)
-	c.out = append(c.out, 0)
-	for {
-		i := strings.Index(value, "\r\n")
-		if i < 0 {
-			break
-		}
-		c.out = append(c.out, value[:i]...)
-		c.out = append(c.out, '\n')
-		value = value[i+2:]
-	}
-	c.out = append(c.out, value...)
-	c.out = append(c.out, 0)
-	binary.BigEndian.PutUint32(c.out[start:], uint32(len(c.out)-start-4))
-}
-
-// rawReader reads from the connection itself, under the idle deadline.
-type rawReader struct{ c *trackedConn }
-
-func (r rawReader) Read(p []byte) (int, error) { return r.c.read(p) }
-
-func (c *trackedConn) read(p []byte) (int, error) {
-	if c.idle > 0 {
-		if now := time.Now(); c.deadline.Sub(now) < c.idle {
-			c.deadline = now.Add(c.idle + idleSlack(c.idle))
-			c.Conn.SetReadDeadline(c.deadline)
-		}
-	}
-	n, err := c.Conn.Read(p)
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		c.timedOut.Store(true)
-	}
-	return n, err
-}
-
-func (c *trackedConn) Close() error {
-	err := net.ErrClosed
-	c.closeOnce.Do(func() {
-		err = c.Conn.Close()
-		if c.onClose != nil {
-			c.onClose()
-		}
-	})
-	return err
-}
-
-func (c *trackedConn) timeoutErr() error {
-	if c.timedOut.Load() {
-		return os.ErrDeadlineExceeded
-	}
-	return nil
-}
-
-// oneConnListener hands go-milter a single connection; the next Accept
-// fails, which ends go-milter's Serve (not the connection).
-type oneConnListener struct {
-	conn *trackedConn
-	used bool
-}
-
-func (l *oneConnListener) Accept() (net.Conn, error) {
-	if !l.used {
-		l.used = true
-		return l.conn, nil
-	}
-	return nil, net.ErrClosed
-}
-
-func (l *oneConnListener) Close() error   { return nil }
-func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
 
 // overloaded answers a connection past MaxConnections at connect, with no
 // checks: the MTA stops asking for the rest of the session.

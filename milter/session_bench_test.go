@@ -10,8 +10,9 @@ import (
 	gomilter "github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
+	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 )
 
@@ -38,16 +39,18 @@ func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func BenchmarkSessionDirect(b *testing.B) {
 	d := dnstest.New(b, benchZone)
 	m := metrics.New(prometheus.NewRegistry(), "bench")
-	res, err := dns.New(dns.Config{Servers: []string{d.Addr}, Timeout: 5 * time.Second}, m.DNSObserver())
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := DefaultSettings(res)
-	s.TrustedNetworks = nil
-	srv := NewServer(s, Options{
+	cfg := checktest.Config(d.Addr, 5*time.Second)
+	cfg.Attempts = 2
+	res := checktest.ResolverFor(b, cfg, m.DNSObserver())
+	c := config.Default()
+	c.Policy.TrustedNetworks = nil
+	srv, err := NewServer(c, res, Options{
 		Logger:  slog.New(slog.NewTextHandler(discardWriter{}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		Metrics: m,
 	})
+	if err != nil {
+		b.Fatal(err)
+	}
 	ip := net.ParseIP("192.0.2.10").To4()
 	mod := func(kv ...string) *gomilter.Modifier {
 		macros := map[string]string{}
@@ -64,7 +67,7 @@ func BenchmarkSessionDirect(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		id := srv.nextID.Add(1)
-		c := &conn{srv: srv, set: srv.settings.Load(), ctx: ctx, id: id, log: srv.log.With("conn", id)}
+		c := &conn{srv: srv, gen: srv.gen.Load(), ctx: ctx, log: srv.log.With("conn", id)}
 		sess := session{c}
 		steps := []func() (gomilter.Response, error){
 			func() (gomilter.Response, error) { return sess.Connect("[192.0.2.10]", "tcp4", 40000, ip, connM) },
@@ -84,7 +87,7 @@ func BenchmarkSessionDirect(b *testing.B) {
 				b.Fatalf("answer %+v, want continue", r.Response())
 			}
 		}
-		n := len(c.fields())
+		n := len(c.fields(c.tx.outcome))
 		return n, sess.Abort(hdrM)
 	}
 	if n, err := one(); err != nil || n != 2 {

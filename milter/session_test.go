@@ -15,20 +15,13 @@ import (
 	gomilter "github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/checks/dnstest"
-	"github.com/vouch-mail/vouch/milter"
 	"github.com/vouch-mail/vouch/milter/policy"
 )
 
 func preset(name string) envOption {
-	return func(s *milter.Settings, _ *milter.Options) {
-		tbl, err := policy.Preset(name)
-		if err != nil {
-			panic(err)
-		}
-		s.Policy = &policy.Policy{Table: tbl}
-		s.Preset = name
-	}
+	return func(s *setup) { s.cfg.Policy.Preset = name }
 }
 
 func hasHeader(t *testing.T, fields []string, name string, parts ...string) {
@@ -145,8 +138,8 @@ func TestExemptRecipientInSameTransaction(t *testing.T) {
 }
 
 func TestTrustedAndAuthenticatedSkipChecks(t *testing.T) {
-	trusted := func(s *milter.Settings, _ *milter.Options) {
-		s.TrustedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.13/32"), netip.MustParsePrefix("2001:db8::/32")}
+	trusted := func(s *setup) {
+		s.cfg.Policy.TrustedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.13/32"), netip.MustParsePrefix("2001:db8::/32")}
 	}
 	t.Run("trusted network", func(t *testing.T) {
 		e := newEnv(t, trusted)
@@ -280,11 +273,11 @@ func TestUnixSocket(t *testing.T) {
 }
 
 func TestDecisionStages(t *testing.T) {
-	at := func(stage milter.Stage) envOption {
-		return func(s *milter.Settings, _ *milter.Options) { s.DecideAt = stage }
+	at := func(stage policy.Stage) envOption {
+		return func(s *setup) { s.cfg.Policy.DecideAt = stage }
 	}
 	t.Run("helo", func(t *testing.T) {
-		e := newEnv(t, preset("strict"), at(milter.StageHelo))
+		e := newEnv(t, preset("strict"), at(policy.StageHelo))
 		m := e.connect("127.0.0.13")
 		// HELO mismatch, and mail.good.test's SPF does not list the client.
 		want := "550 5.7.26 Multiple authentication checks failed: helo, spf_helo"
@@ -293,7 +286,7 @@ func TestDecisionStages(t *testing.T) {
 		m.mail("carol@other.test", want)
 	})
 	t.Run("mail", func(t *testing.T) {
-		e := newEnv(t, at(milter.StageMail))
+		e := newEnv(t, at(policy.StageMail))
 		m := e.connect("127.0.0.13")
 		m.helo("mail.other.test", "continue")
 		m.mail("mallory@good.test", "550 5.7.23 SPF: 127.0.0.13 is not allowed to send mail from good.test")
@@ -304,9 +297,7 @@ func TestDecisionStages(t *testing.T) {
 }
 
 func TestDryRun(t *testing.T) {
-	e := newEnv(t, func(s *milter.Settings, _ *milter.Options) {
-		s.Policy.DryRun = map[policy.Check]bool{policy.SPF: true}
-	})
+	e := newEnv(t, func(s *setup) { s.cfg.Policy.DryRun = []policy.Check{policy.SPF} })
 	m := e.connect("127.0.0.13")
 	m.helo("mail.other.test", "continue")
 	m.mail("mallory@good.test", "continue")
@@ -380,9 +371,10 @@ func (panicResolver) LookupIPAddr(context.Context, string) ([]net.IPAddr, error)
 }
 func (panicResolver) LookupTXT(context.Context, string) ([]string, error) { panic("fault injected") }
 func (panicResolver) LookupMX(context.Context, string) ([]*net.MX, error) { panic("fault injected") }
+func (panicResolver) CacheOnly() *dns.CacheView                           { return nil }
 
 func TestPanickingCheckTempfails(t *testing.T) {
-	e := newEnv(t, func(s *milter.Settings, _ *milter.Options) { s.Resolver = panicResolver{} })
+	e := newEnv(t, func(s *setup) { s.resolver = panicResolver{} })
 	m := e.connect("127.0.0.10")
 	m.helo("mail.good.test", "continue")
 	m.mail("alice@good.test", "continue")
@@ -398,9 +390,9 @@ func TestPanickingCheckTempfails(t *testing.T) {
 func TestOverload(t *testing.T) {
 	for _, action := range []string{"tempfail", "accept"} {
 		t.Run(action, func(t *testing.T) {
-			e := newEnv(t, func(_ *milter.Settings, o *milter.Options) {
-				o.MaxConnections = 1
-				o.OverloadAction = action
+			e := newEnv(t, func(s *setup) {
+				s.cfg.Milter.MaxConnections = 1
+				s.cfg.Milter.OverloadAction, _ = policy.ParseAction(action)
 			})
 			first := e.connect("127.0.0.10")
 			second := e.connect("")
@@ -417,7 +409,7 @@ func TestOverload(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	e := newEnv(t, func(_ *milter.Settings, o *milter.Options) { o.IdleTimeout = 200 * time.Millisecond })
+	e := newEnv(t, func(s *setup) { s.cfg.Milter.IdleTimeout = 200 * time.Millisecond })
 	m := e.connect("127.0.0.10")
 	time.Sleep(400 * time.Millisecond)
 	if _, err := m.s.Helo("mail.good.test"); err == nil {

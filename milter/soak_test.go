@@ -23,10 +23,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
+	"github.com/vouch-mail/vouch/milter/policy"
 )
 
 var (
@@ -105,20 +108,21 @@ func TestSoak(t *testing.T) {
 	dnsSrv := dnstest.New(t, zone)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, "soak")
-	res, err := dns.New(dns.Config{Servers: []string{dnsSrv.Addr}}, m.DNSObserver())
+	rc := dns.DefaultConfig()
+	rc.Servers = []string{dnsSrv.Addr}
+	res := checktest.ResolverFor(t, rc, m.DNSObserver())
+	cfg := config.Default()
+	cfg.Policy.TrustedNetworks = nil
+	// The daemon's defaults, but for the cap, which must not be what
+	// limits a soak of this size.
+	cfg.Milter.MaxConnections = 2 * *soakSessions
+	srv, err := milter.NewServer(cfg, res, milter.Options{
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Metrics: m,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := milter.DefaultSettings(res)
-	s.TrustedNetworks = nil
-	// The daemon's defaults, but for the cap, which must not be what
-	// limits a soak of this size.
-	srv := milter.NewServer(s, milter.Options{
-		Logger:         slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		Metrics:        m,
-		MaxConnections: 2 * *soakSessions,
-		IdleTimeout:    10 * time.Minute,
-	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -356,9 +360,9 @@ func soakSession(addr string, sc, n int, lat *[]time.Duration) error {
 // query, while those under the cap carry on with every check and header;
 // when connections close, new ones get full service again.
 func TestOverloadSessionsUnderTheCapKeepFullFunction(t *testing.T) {
-	e := newEnv(t, func(_ *milter.Settings, o *milter.Options) {
-		o.MaxConnections = 3
-		o.OverloadAction = "tempfail"
+	e := newEnv(t, func(s *setup) {
+		s.cfg.Milter.MaxConnections = 3
+		s.cfg.Milter.OverloadAction = policy.TempFail
 	})
 	under := []*mta{e.connect("127.0.0.10"), e.connect("127.0.0.13"), e.connect("::10")}
 	var over []*mta

@@ -5,7 +5,9 @@ import (
 	"sync/atomic"
 )
 
-// CachedRun is a set of lookups made under a context from CacheOnly.
+// CachedRun is the set of lookups made through one CacheView. Its cache
+// hits are told to the Observer only by Keep, so that a run thrown away and
+// done again does not count its lookups twice.
 type CachedRun struct {
 	r      *Resolver
 	hits   atomic.Int64
@@ -13,18 +15,6 @@ type CachedRun struct {
 }
 
 type cacheOnlyKey struct{}
-
-// CacheOnly returns a context under which r answers only from its cache: a
-// lookup the cache cannot answer fails at once, as a temporary error, asks
-// nobody, and marks the run Missed. A caller runs a check this way first,
-// where waiting is not allowed, and again with ctx when the run missed.
-//
-// The cache hits of the run are told to the Observer only by Keep, so that
-// a run thrown away and done again does not count its lookups twice.
-func (r *Resolver) CacheOnly(ctx context.Context) (context.Context, *CachedRun) {
-	run := &CachedRun{r: r}
-	return context.WithValue(ctx, cacheOnlyKey{}, run), run
-}
 
 // Missed reports whether a lookup of the run needed more than the cache.
 func (c *CachedRun) Missed() bool { return c.missed.Load() }

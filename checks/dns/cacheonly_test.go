@@ -16,12 +16,12 @@ func TestCacheOnly(t *testing.T) {
 	ctx := ctxT(t)
 	lookups := []struct {
 		name string
-		do   func(ctx2 ctxType) (any, error)
+		do   func(r Lookuper, c ctxType) (any, error)
 	}{
-		{"TXT", func(c ctxType) (any, error) { return r.LookupTXT(c, "spf.example.com") }},
-		{"IPAddr", func(c ctxType) (any, error) { return r.LookupIPAddr(c, "mail.example.com") }},
-		{"Addr", func(c ctxType) (any, error) { return r.LookupAddr(c, "192.0.2.25") }},
-		{"MX", func(c ctxType) (any, error) {
+		{"TXT", func(r Lookuper, c ctxType) (any, error) { return r.LookupTXT(c, "spf.example.com") }},
+		{"IPAddr", func(r Lookuper, c ctxType) (any, error) { return r.LookupIPAddr(c, "mail.example.com") }},
+		{"Addr", func(r Lookuper, c ctxType) (any, error) { return r.LookupAddr(c, "192.0.2.25") }},
+		{"MX", func(r Lookuper, c ctxType) (any, error) {
 			mx, err := r.LookupMX(c, "example.com")
 			var hosts []string
 			for _, m := range mx {
@@ -29,18 +29,18 @@ func TestCacheOnly(t *testing.T) {
 			}
 			return hosts, err
 		}},
-		{"NXDOMAIN", func(c ctxType) (any, error) { return r.LookupTXT(c, "nope.example.com") }},
+		{"NXDOMAIN", func(r Lookuper, c ctxType) (any, error) { return r.LookupTXT(c, "nope.example.com") }},
 	}
 	for _, l := range lookups {
 		t.Run(l.name, func(t *testing.T) {
-			want, wantErr := l.do(ctx) // fills the cache
+			want, wantErr := l.do(r, ctx) // fills the cache
 			queries := srv.TotalQueries()
 			obs.mu.Lock()
 			hits, misses := obs.hits, obs.misses
 			obs.mu.Unlock()
 
-			cctx, run := r.CacheOnly(ctx)
-			got, err := l.do(cctx)
+			run := r.CacheOnly()
+			got, err := l.do(run, ctx)
 			if run.Missed() {
 				t.Fatal("a cached answer counted as a miss")
 			}
@@ -68,8 +68,8 @@ func TestCacheOnly(t *testing.T) {
 func TestCacheOnlyMiss(t *testing.T) {
 	r, srv, _, obs := setup(t, nil)
 	ctx := ctxT(t)
-	cctx, run := r.CacheOnly(ctx)
-	_, err := r.LookupIPAddr(cctx, "mail.example.com")
+	run := r.CacheOnly()
+	_, err := run.LookupIPAddr(ctx, "mail.example.com")
 	var de *net.DNSError
 	if !errors.As(err, &de) || !de.Temporary() || de.IsNotFound {
 		t.Errorf("uncached lookup: %v, want a temporary error", err)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 )
@@ -12,11 +14,7 @@ import (
 // newResolver is the project's resolver, with its cache, pointed at srv.
 func newResolver(tb testing.TB, srv *dnstest.Server) *dns.Resolver {
 	tb.Helper()
-	r, err := dns.New(dns.Config{Servers: []string{srv.Addr}}, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return r
+	return checktest.ResolverFor(tb, checktest.Config(srv.Addr, 2*time.Second), nil)
 }
 
 // fakeFamilyFailure is a FAKE Lookuper, for the one fault dnstest cannot

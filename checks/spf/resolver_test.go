@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dns"
 )
 
@@ -11,9 +12,5 @@ import (
 // dnstest server at addr with the given per-query timeout.
 func newResolver(t testing.TB, addr string, timeout time.Duration) *dns.Resolver {
 	t.Helper()
-	r, err := dns.New(dns.Config{Servers: []string{addr}, Timeout: timeout, Attempts: 1}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return checktest.Resolver(t, addr, timeout)
 }

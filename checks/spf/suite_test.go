@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 )
@@ -281,7 +282,9 @@ func TestRFC7208Suite(t *testing.T) {
 			// TIMEOUT cases wait out the query timeout (twice 500ms), which
 			// is also the bound on the real answers: ample on loopback,
 			// even on a loaded machine.
-			r, err := dns.New(dns.Config{Servers: []string{srv.Addr}, Timeout: 500 * time.Millisecond, Attempts: 2}, nil)
+			cfg := checktest.Config(srv.Addr, 500*time.Millisecond)
+			cfg.Attempts = 2
+			r, err := dns.New(cfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -139,17 +139,13 @@ func startVouch(zoneText string, a socket.Address, o vouchOptions) (*vouchServer
 		return nil, err
 	}
 	m := metrics.New(prometheus.NewRegistry(), "bench")
-	res, err := dns.New(cfg.ResolverConfig(), m.DNSObserver())
+	res, err := dns.New(cfg.DNS, m.DNSObserver())
 	if err != nil {
 		return nil, err
 	}
-	settings, err := cfg.Settings(res)
-	if err != nil {
+	if v.srv, err = milter.NewServer(cfg, res, milter.Options{Logger: cfg.Log.NewLogger(v.logFile, nil), Metrics: m}); err != nil {
 		return nil, err
 	}
-	opts := cfg.ServerOptions()
-	opts.Logger, opts.Metrics = cfg.Logger(v.logFile), m
-	v.srv = milter.NewServer(settings, opts)
 
 	ln, a, err := listenAt(a)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/helo"
 	"github.com/vouch-mail/vouch/checks/iprev"
 	"github.com/vouch-mail/vouch/checks/spf"
 	"github.com/vouch-mail/vouch/milter"
@@ -107,7 +108,7 @@ func loadConfig(file, dnsServer string) (*config.Config, *dns.Resolver, error) {
 			return nil, nil, err
 		}
 	}
-	res, err := dns.New(cfg.ResolverConfig(), nil)
+	res, err := dns.New(cfg.DNS, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("resolver: %w", err)
 	}
@@ -130,18 +131,17 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitError
 	}
-	settings, err := cfg.Settings(res)
-	if err != nil {
-		fmt.Fprintln(stderr, "vouch check:", err)
-		return exitError
-	}
 	req := milter.Request{
 		IP: net.ParseIP(o.ip), HELO: o.helo, Sender: o.from, Rcpt: o.rcpt,
 		MTAName: o.mtaName, AuthUser: o.auth,
 	}
 	ctx := context.Background()
-	e := milter.Explain(ctx, settings, req, nil)
-	rep := newCheckReport(ctx, settings, res, req, e)
+	e, err := milter.Explain(ctx, cfg, res, req, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "vouch check:", err)
+		return exitError
+	}
+	rep := newCheckReport(ctx, cfg, res, req, e)
 	if err := printReport(rep, o.json, stdout); err != nil {
 		fmt.Fprintln(stderr, "vouch check:", err)
 		return exitError
@@ -226,26 +226,25 @@ type headerField struct {
 	Value string `json:"value"`
 }
 
-func newCheckReport(ctx context.Context, s *milter.Settings, r dns.Lookuper, req milter.Request, e milter.Explanation) checkReport {
+func newCheckReport(ctx context.Context, cfg *config.Config, r dns.Lookuper, req milter.Request, e milter.Explanation) checkReport {
 	rep := checkReport{
 		Client: checkClient{IP: req.IP.String(), HELO: req.HELO, From: req.Sender, Rcpt: req.Rcpt,
 			MTAName: req.MTAName, Auth: req.AuthUser},
-		Exempt:          e.Exempt,
+		Exempt:          string(e.Exempt),
 		Allowed:         []string{},
-		Policy:          policyReport{Preset: s.Preset, DecideAt: string(s.DecideAt), DryRun: []string{}},
+		Policy:          policyReport{Preset: cfg.Policy.Preset, DecideAt: string(cfg.Policy.DecideAt), DryRun: []string{}},
 		ExemptRecipient: e.ExemptRecipient,
 		Reply:           e.Reply,
 		Headers:         []headerField{},
 	}
-	for _, c := range policy.Checks {
-		if s.Policy.DryRun[c] {
-			rep.Policy.DryRun = append(rep.Policy.DryRun, string(c))
-		}
+	for _, c := range cfg.Policy.DryRun {
+		rep.Policy.DryRun = append(rep.Policy.DryRun, string(c))
 	}
-	if e.Iprev != nil {
-		rep.Iprev = newIprevReport(*e.Iprev)
+	res := e.Results
+	if res.Iprev != nil {
+		rep.Iprev = newIprevReport(*res.Iprev)
 	}
-	if h := e.Helo; h != nil {
+	if h := res.Helo; h != nil {
 		rep.Helo = &heloReport{Result: string(h.Verdict), Name: h.Name, Addresses: ipStrings(h.Addrs)}
 		if h.Literal != nil {
 			rep.Helo.Literal = h.Literal.String()
@@ -256,26 +255,27 @@ func newCheckReport(ctx context.Context, s *milter.Settings, r dns.Lookuper, req
 	}
 	// The record chain is fetched again, for display only, through the
 	// same (caching) resolver the checks used.
-	cctx, cancel := context.WithTimeout(ctx, s.Deadline)
+	cctx, cancel := context.WithTimeout(ctx, cfg.Checks.Deadline)
 	defer cancel()
-	if e.SPF != nil {
-		rep.SPF = newSPFReport(cctx, r, *e.SPF)
+	if res.SPF != nil {
+		rep.SPF = newSPFReport(cctx, r, *res.SPF)
 	}
-	if e.SPFHelo != nil {
-		rep.SPFHelo = newSPFReport(cctx, r, *e.SPFHelo)
-	}
-	if e.Exempt == "" {
-		rep.Allowed = allowlisted(s, e, req)
+	if res.SPFHelo != nil {
+		rep.SPFHelo = newSPFReport(cctx, r, *res.SPFHelo)
 	}
 	d := e.Decision
+	if d.AllowedBy != "" {
+		rep.Allowed = append(rep.Allowed, d.AllowedBy)
+	}
 	rep.Decision = decisionInfo{Stage: string(e.Stage), Action: d.Action.String(), Would: d.Would.String(),
 		DryRun: d.DryRun(), Triggered: []string{}}
-	for _, c := range d.Triggered {
-		rep.Decision.Triggered = append(rep.Decision.Triggered, string(c))
+	if d.Allowed == "" {
+		for _, c := range d.Triggered {
+			rep.Decision.Triggered = append(rep.Decision.Triggered, string(c))
+		}
 	}
-	if d.DryRun() && d.Code != 0 {
-		// The policy's text is milter-escaped; the client would see one '%'.
-		rep.Decision.WouldReply = fmt.Sprintf("%d %s %s", d.Code, d.Status, strings.ReplaceAll(d.Text, "%%", "%"))
+	if d.DryRun() {
+		rep.Decision.WouldReply = d.Reply()
 	}
 	for _, f := range e.Headers {
 		rep.Headers = append(rep.Headers, headerField{f.Name, f.Value})
@@ -327,36 +327,6 @@ func ipStrings(ips []net.IP) []string {
 	return out
 }
 
-// allowlisted names the allowlist entries that apply, for display: the
-// decision itself already took them into account.
-func allowlisted(s *milter.Settings, e milter.Explanation, req milter.Request) []string {
-	out := []string{}
-	if e.Iprev != nil && e.Iprev.Verdict == iprev.Pass {
-		for _, n := range e.Iprev.Confirmed {
-			if listed(n, s.AllowClientNames) {
-				out = append(out, "client name "+n+" is in policy.allow_client_names")
-				break
-			}
-		}
-	}
-	if i := strings.LastIndexByte(req.Sender, '@'); i >= 0 && listed(req.Sender[i+1:], s.AllowSenderDomains) {
-		out = append(out, "sender domain "+req.Sender[i+1:]+" is in policy.allow_sender_domains (unless SPF fails)")
-	}
-	return out
-}
-
-// listed matches name as the allowlists do: "example.com" exactly,
-// ".example.com" that domain and below.
-func listed(name string, entries []string) bool {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	for _, e := range entries {
-		if name != "" && (name == e || strings.HasPrefix(e, ".") && (name == e[1:] || strings.HasSuffix(name, e))) {
-			return true
-		}
-	}
-	return false
-}
-
 // show makes a client- or DNS-supplied string safe and unambiguous on a
 // terminal: kept as is when it is a plain printable ASCII token, quoted Go
 // style otherwise (control bytes, CR/LF, 8-bit bytes and spaces become
@@ -406,9 +376,9 @@ func (r checkReport) writeText(w io.Writer) {
 	c.plain("client", client)
 	switch r.Exempt {
 	case "":
-	case "trusted_network":
+	case string(milter.ExemptTrusted):
 		c.plain("exempt", r.Client.IP+" is in policy.trusted_networks: no checks, no headers")
-	case "authenticated":
+	case string(milter.ExemptAuthenticated):
 		c.plain("exempt", "the client authenticated (policy.skip_authenticated): no checks, no headers")
 	default:
 		c.plain("exempt", r.Exempt+": no checks")
@@ -419,7 +389,7 @@ func (r checkReport) writeText(w io.Writer) {
 		switch {
 		case r.SPF != nil:
 			writeSPF(c, "spf", r.SPF)
-		case r.Reply != "" && (r.Decision.Stage == "connect" || r.Decision.Stage == "helo"):
+		case r.Reply != "" && (r.Decision.Stage == string(policy.StageConnect) || r.Decision.Stage == string(policy.StageHelo)):
 			c.line("spf", "-", "not checked: refused before MAIL FROM")
 		default:
 			c.line("spf", "-", "not checked (checks.spf.enabled is off)")
@@ -506,17 +476,21 @@ func (r checkReport) writeHelo(c checkWriter) {
 	}
 	var text string
 	switch h.Result {
-	case "match":
+	case string(helo.Match):
 		text = show(h.Name) + " is the confirmed rDNS name"
-	case "resolves":
-		text = fmt.Sprintf("%s -> %s, but it is not the %s", show(h.Name), addrs, rdns)
-	case "literal":
+	case string(helo.Resolves):
+		if names := r.confirmedNames(); len(names) > 0 {
+			text = fmt.Sprintf("%s -> %s, but it is not the rDNS name %s", show(h.Name), addrs, strings.Join(names, ", "))
+		} else {
+			text = fmt.Sprintf("%s -> %s, but the client has no confirmed rDNS name", show(h.Name), addrs)
+		}
+	case string(helo.Literal):
 		text = show(r.Client.HELO) + " is the client address"
-	case "literal-mismatch":
+	case string(helo.LiteralMismatch):
 		text = show(r.Client.HELO) + " is not the client address " + r.Client.IP
-	case "invalid":
+	case string(helo.Invalid):
 		text = show(r.Client.HELO) + " is not a host name or address literal"
-	case "mismatch":
+	case string(helo.Mismatch):
 		text = fmt.Sprintf("%s -> %s; %s", show(h.Name), addrs, rdns)
 	default:
 		text = show(r.Client.HELO)
@@ -566,7 +540,8 @@ func writeSPF(c checkWriter, label string, s *spfReport) {
 }
 
 var stageCommands = map[string]string{
-	"connect": "the connection", "helo": "HELO", "mail": "MAIL FROM", "rcpt": "RCPT TO", "eom": "end of data",
+	string(policy.StageConnect): "the connection", string(policy.StageHelo): "HELO",
+	string(policy.StageMail): "MAIL FROM", string(policy.StageRcpt): "RCPT TO", string(policy.StageEOM): "end of data",
 }
 
 func (r checkReport) writeAction(c checkWriter) {
@@ -580,7 +555,7 @@ func (r checkReport) writeAction(c checkWriter) {
 		action += fmt.Sprintf(" (dry run: would %s because of %s)", d.Would, strings.Join(d.Triggered, ", "))
 	case r.ExemptRecipient:
 		action += ", but " + show(r.Client.Rcpt) + " is an exempt recipient: accepted"
-	case d.Action == "quarantine":
+	case d.Action == policy.Quarantine.String():
 		action += ": accepted into the MTA's hold queue"
 	}
 	c.plain("action", action)

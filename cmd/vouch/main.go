@@ -93,7 +93,8 @@ func configCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: vouch config check FILE")
 		return exitUsage
 	}
-	if _, err := config.Load(args[1]); err != nil {
+	cfg, err := config.Load(args[1])
+	if err != nil {
 		var errs config.Errors
 		if errors.As(err, &errs) {
 			for _, e := range errs {
@@ -104,37 +105,45 @@ func configCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitError
 	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
 	fmt.Fprintf(stdout, "%s: OK\n", args[1])
 	return exitOK
 }
 
-// flagOverrides are the command-line settings that win over the file.
+// flagOverrides are the command-line settings that win over the file:
+// each flag is named after its configuration key.
 type flagOverrides struct {
-	configFile    string
-	milterListen  string
-	metricsListen string
-	logFormat     string
-	logLevel      string
-	set           map[string]bool
+	configFile string
+	values     map[string]*string // by configuration key
+	set        []string           // the keys given, in command-line order
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (*flagOverrides, error) {
 	fs := flag.NewFlagSet("vouch serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var f flagOverrides
+	f := flagOverrides{values: map[string]*string{}}
 	fs.StringVar(&f.configFile, "config", "", "configuration `file` (YAML); without it, the embedded defaults")
-	fs.StringVar(&f.milterListen, "milter.listen", "", "milter `socket`: inet:PORT@HOST, inet6:PORT@HOST, unix:/path (default inet:8895@127.0.0.1)")
-	fs.StringVar(&f.metricsListen, "metrics.listen", "", "metrics and health `address` HOST:PORT (default 127.0.0.1:9895)")
-	fs.StringVar(&f.logFormat, "log.format", "", "log `format`: text or json (default text)")
-	fs.StringVar(&f.logLevel, "log.level", "", "log `level`: debug, info, warn, error (default info)")
+	for _, fl := range []struct{ key, usage string }{
+		{"milter.listen", "milter `socket`: inet:PORT@HOST, inet6:PORT@HOST, unix:/path (default inet:8895@127.0.0.1)"},
+		{"metrics.listen", "metrics and health `address` HOST:PORT (default 127.0.0.1:9895)"},
+		{"log.format", "log `format`: text or json (default text)"},
+		{"log.level", "log `level`: debug, info, warn, error (default info)"},
+	} {
+		f.values[fl.key] = fs.String(fl.key, "", fl.usage)
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	f.set = map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	fs.Visit(func(fl *flag.Flag) {
+		if _, ok := f.values[fl.Name]; ok {
+			f.set = append(f.set, fl.Name)
+		}
+	})
 	return &f, nil
 }
 
@@ -144,19 +153,12 @@ func (f *flagOverrides) load() (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.set["milter.listen"] {
-		c.Milter.Listen = f.milterListen
+	// Flags are decoded and checked like the file's keys.
+	for _, key := range f.set {
+		if err := c.Set("command line", key, *f.values[key]); err != nil {
+			return nil, err
+		}
 	}
-	if f.set["metrics.listen"] {
-		c.Metrics.Listen = f.metricsListen
-	}
-	if f.set["log.format"] {
-		c.Log.Format = f.logFormat
-	}
-	if f.set["log.level"] {
-		c.Log.Level = f.logLevel
-	}
-	// Flags are checked like the file's keys.
 	if err := c.Validate("command line"); err != nil {
 		return nil, err
 	}

@@ -43,12 +43,17 @@ func serveCommand(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitError
 	}
-	logger := cfg.Logger(os.Stderr)
+	level := new(slog.LevelVar)
+	logger := cfg.Log.NewLogger(os.Stderr, level)
+	for _, w := range cfg.Warnings {
+		logger.Warn("configuration warning", "warning", w.Error())
+	}
 	d, err := newDaemon(cfg, flags, logger, prometheus.NewRegistry())
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return exitError
 	}
+	d.level = level
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -79,7 +84,12 @@ type daemon struct {
 	httpLn   net.Listener
 	http     *http.Server
 	ready    atomic.Bool
+	// level is the running logger's level: a reload sets it.
+	level *slog.LevelVar
 
+	// started is the configuration the listeners were opened with; cfg
+	// is the one in force.
+	started  *config.Config
 	cfg      atomic.Pointer[config.Config]
 	resolver *dns.Resolver
 }
@@ -91,20 +101,15 @@ func newDaemon(cfg *config.Config, flags *flagOverrides, logger *slog.Logger, re
 	log.SetFlags(0)
 	log.SetOutput(milter.LibraryLog(logger, d.metrics))
 
-	res, err := dns.New(cfg.ResolverConfig(), d.metrics.DNSObserver())
+	res, err := dns.New(cfg.DNS, d.metrics.DNSObserver())
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	d.resolver = res
-	settings, err := cfg.Settings(res)
-	if err != nil {
+	if d.server, err = milter.NewServer(cfg, res, milter.Options{Logger: logger, Metrics: d.metrics}); err != nil {
 		return nil, err
 	}
-	opts := cfg.ServerOptions()
-	opts.Logger, opts.Metrics = logger, d.metrics
-	d.server = milter.NewServer(settings, opts)
-
-	if d.milterLn, err = socket.Listen(cfg.ListenAddress(), cfg.ListenOptions()); err != nil {
+	if d.milterLn, err = socket.Listen(cfg.Milter.Listen, socket.Options{Mode: cfg.Milter.SocketMode, Group: cfg.Milter.SocketGroup}); err != nil {
 		return nil, err
 	}
 	if cfg.Metrics.Listen != "" {
@@ -113,8 +118,9 @@ func newDaemon(cfg *config.Config, flags *flagOverrides, logger *slog.Logger, re
 			return nil, fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
 		}
 	}
+	d.started = cfg
 	d.cfg.Store(cfg)
-	d.metrics.Reloaded(true, cfg.Policy.Preset, cfg.Policy.DecideAt)
+	d.metrics.Reloaded(true, cfg.Policy.Preset, string(cfg.Policy.DecideAt))
 	return d, nil
 }
 
@@ -129,7 +135,7 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.ready.Store(true)
 	d.log.Info("vouch started", "version", versionString(), "milter", d.milterLn.Addr().String(),
-		"metrics", cfg.Metrics.Listen, "preset", cfg.Policy.Preset, "decide_at", cfg.Policy.DecideAt,
+		"metrics", cfg.Metrics.Listen, "preset", cfg.Policy.Preset, "decide_at", string(cfg.Policy.DecideAt),
 		"config", orDefaults(d.flags.configFile))
 
 	var err error
@@ -166,59 +172,46 @@ func orDefaults(path string) string {
 // reload rereads the configuration. A bad file changes nothing; a good
 // one applies to SMTP sessions that start afterwards.
 func (d *daemon) reload() {
-	cfg, err := d.flags.load()
-	if err != nil {
+	fail := func(err error) {
 		d.log.Error("reload failed; keeping the running configuration", "config", orDefaults(d.flags.configFile),
 			"err", strings.ReplaceAll(err.Error(), "\n", "; "))
 		d.metrics.Reloaded(false, "", "")
+	}
+	cfg, err := d.flags.load()
+	if err != nil {
+		fail(err)
 		return
 	}
 	old := d.cfg.Load()
 	res := d.resolver
 	if !reflect.DeepEqual(old.DNS, cfg.DNS) {
-		nr, err := dns.New(cfg.ResolverConfig(), d.metrics.DNSObserver())
-		if err != nil {
-			d.log.Error("reload failed; keeping the running configuration", "err", err)
-			d.metrics.Reloaded(false, "", "")
+		if res, err = dns.New(cfg.DNS, d.metrics.DNSObserver()); err != nil {
+			fail(err)
 			return
 		}
-		res = nr
 	}
-	settings, err := cfg.Settings(res)
-	if err != nil {
-		d.log.Error("reload failed; keeping the running configuration", "err", err)
-		d.metrics.Reloaded(false, "", "")
+	if err := d.server.Update(cfg, res); err != nil {
+		fail(err)
 		return
 	}
-	for _, ch := range restartOnly(old, cfg) {
-		d.log.Warn("setting changed; it applies only after a restart", "key", ch)
+	for _, w := range cfg.Warnings {
+		d.log.Warn("configuration warning", "warning", w.Error())
 	}
-	d.resolver = res
-	d.server.Update(settings)
-	d.cfg.Store(cfg)
-	d.metrics.Reloaded(true, cfg.Policy.Preset, cfg.Policy.DecideAt)
-	d.log.Info("configuration reloaded", "config", orDefaults(d.flags.configFile),
-		"preset", cfg.Policy.Preset, "decide_at", cfg.Policy.DecideAt)
-}
-
-// restartOnly lists changed keys that a reload cannot apply.
-func restartOnly(old, cfg *config.Config) []string {
-	var keys []string
-	if !reflect.DeepEqual(old.Milter, cfg.Milter) {
-		// shutdown_timeout is read at shutdown, so it does apply.
-		o, n := old.Milter, cfg.Milter
-		o.ShutdownTimeout, n.ShutdownTimeout = 0, 0
-		if o != n {
-			keys = append(keys, "milter")
+	// Compared with what the listeners and the log handler run with,
+	// not with the last file read: putting the old value back is quiet.
+	for _, key := range config.Changed(d.started, cfg) {
+		if config.RestartOnly(key) {
+			d.log.Warn("setting changed; it applies only after a restart", "key", key)
 		}
 	}
-	if old.Metrics != cfg.Metrics {
-		keys = append(keys, "metrics.listen")
+	d.resolver = res
+	if d.level != nil {
+		d.level.Set(cfg.Log.Level)
 	}
-	if old.Log != cfg.Log {
-		keys = append(keys, "log")
-	}
-	return keys
+	d.cfg.Store(cfg)
+	d.metrics.Reloaded(true, cfg.Policy.Preset, string(cfg.Policy.DecideAt))
+	d.log.Info("configuration reloaded", "config", orDefaults(d.flags.configFile),
+		"preset", cfg.Policy.Preset, "decide_at", string(cfg.Policy.DecideAt))
 }
 
 func (d *daemon) handler() http.Handler {

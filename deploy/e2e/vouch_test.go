@@ -17,10 +17,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/deploy/e2e/mta"
 	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 )
 
@@ -73,24 +74,27 @@ func (b *logBuffer) String() string {
 type vouch struct {
 	srv    *milter.Server
 	addr   string // inet:PORT@127.0.0.1
-	logs   *logBuffer
+	logs   *checktest.LogBuffer
 	served chan error
 }
 
 func startVouch(t *testing.T) *vouch {
 	t.Helper()
 	d := dnstest.New(t, zone)
-	res, err := dns.New(dns.Config{Servers: []string{d.Addr}, Timeout: time.Second, Attempts: 2}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := milter.DefaultSettings(res)
-	s.TrustedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
-	v := &vouch{logs: &logBuffer{}, served: make(chan error, 1)}
-	v.srv = milter.NewServer(s, milter.Options{
+	rc := checktest.Config(d.Addr, time.Second)
+	rc.Attempts = 2
+	res := checktest.ResolverFor(t, rc, nil)
+	cfg := config.Default()
+	cfg.Policy.TrustedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	v := &vouch{logs: &checktest.LogBuffer{}, served: make(chan error, 1)}
+	srv, err := milter.NewServer(cfg, res, milter.Options{
 		Logger:  slog.New(slog.NewTextHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics: metrics.New(prometheus.NewRegistry(), "e2e"),
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.srv = srv
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -66,10 +66,10 @@ func TestExampleConfig(t *testing.T) {
 	}
 	u := parseUnit(t, "vouch.service")
 	dir := "/run/" + u.get("Service", "RuntimeDirectory") + "/"
-	if !strings.HasPrefix(cfg.Milter.Listen, "unix:"+dir) {
+	if !strings.HasPrefix(cfg.Milter.Listen.String(), "unix:"+dir) {
 		t.Errorf("milter.listen %q is not in the unit's RuntimeDirectory %s", cfg.Milter.Listen, dir)
 	}
-	if cfg.Milter.SocketMode != "0660" || cfg.Milter.SocketGroup != "" {
+	if cfg.Milter.SocketMode != 0o660 || cfg.Milter.SocketGroup != "" {
 		t.Errorf("socket mode %q group %q: the README has Postfix reach it as a member of group vouch (0660, vouch's own group)",
 			cfg.Milter.SocketMode, cfg.Milter.SocketGroup)
 	}
@@ -87,13 +87,13 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	chrootSock := "/var/spool/postfix/vouch/vouch.sock"
-	variant := strings.Replace(string(data), "listen: "+cfg.Milter.Listen, "listen: unix:"+chrootSock, 1)
+	variant := strings.Replace(string(data), "listen: "+cfg.Milter.Listen.String(), "listen: unix:"+chrootSock, 1)
 	if variant == string(data) {
 		t.Fatal("could not rewrite milter.listen for the chroot variant")
 	}
 	p := filepath.Join(t.TempDir(), "vouch.yaml")
 	os.WriteFile(p, []byte(variant), 0o644)
-	if c, err := config.Load(p); err != nil || c.Milter.Listen != "unix:"+chrootSock {
+	if c, err := config.Load(p); err != nil || c.Milter.Listen.String() != "unix:"+chrootSock {
 		t.Fatalf("chroot variant: %v, listen %q", err, c.Milter.Listen)
 	}
 	dropin := parseUnit(t, "postfix-chroot.conf")

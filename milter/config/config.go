@@ -291,3 +291,18 @@ func (p *Policy) ExemptRecipient(rcpt string) bool {
 	}
 	return false
 }
+
+// NewLogger builds the logger the log section asks for, writing to w. A
+// non-nil level lets a reload change the level of the running logger.
+func (l Log) NewLogger(w io.Writer, level *slog.LevelVar) *slog.Logger {
+	var lv slog.Leveler = l.Level
+	if level != nil {
+		level.Set(l.Level)
+		lv = level
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

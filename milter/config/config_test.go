@@ -329,3 +329,28 @@ func TestLoadRefusesWhatIsNotAFile(t *testing.T) {
 		t.Errorf("Load(big) = %v", err)
 	}
 }
+
+func TestChanged(t *testing.T) {
+	a := Default()
+	b, err := Parse("b.yaml", []byte("milter:\n  max_connections: 5\n  shutdown_timeout: 1s\nlog:\n  level: debug\ndns:\n  servers: [127.0.0.1]\npolicy:\n  rules:\n    spf: {softfail: reject}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Changed(a, b)
+	want := []string{"milter.max_connections", "milter.shutdown_timeout", "log.level", "dns.servers", "policy.rules"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Changed = %q, want %q", got, want)
+	}
+	var restart []string
+	for _, k := range got {
+		if RestartOnly(k) {
+			restart = append(restart, k)
+		}
+	}
+	if !slices.Equal(restart, []string{"milter.max_connections"}) {
+		t.Errorf("restart-only %q", restart)
+	}
+	if c := Changed(a, Default()); len(c) != 0 {
+		t.Errorf("defaults differ from themselves: %q", c)
+	}
+}

@@ -538,3 +538,21 @@ func (d *decoder) rule(n *yaml.Node, check policy.Check, result policy.Result, p
 	}
 	return rule, rule.Validate()
 }
+
+// Set decodes value into the setting at key (dotted, as in the file), as
+// if the file said so; flags that override the file go through it. name
+// stands for the file in errors.
+func (c *Config) Set(name, key, value string) error {
+	parts := strings.Split(key, ".")
+	leaf := &yaml.Node{Kind: yaml.ScalarNode, Value: value}
+	n := leaf
+	for i := len(parts) - 1; i >= 0; i-- {
+		n = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{{Kind: yaml.ScalarNode, Value: parts[i]}, n}}
+	}
+	d := newDecoder(name)
+	d.value(n, reflect.ValueOf(c).Elem(), "")
+	if len(d.errs) > 0 {
+		return d.errs
+	}
+	return nil
+}

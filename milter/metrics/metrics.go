@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/milter/policy"
 )
 
 const namespace = "vouch"
@@ -39,9 +40,6 @@ type Metrics struct {
 	BuildInfo        *prometheus.GaugeVec
 	ConfigInfo       *prometheus.GaugeVec // preset, decide_at
 }
-
-// Stages at which a decision can be taken.
-var Stages = []string{"connect", "helo", "mail", "rcpt", "eom"}
 
 // New creates the metrics and registers them, with the Go and process
 // collectors, on reg.
@@ -156,9 +154,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.MilterErrors.WithLabelValues(k)
 	}
 	m.SessionsRefused.WithLabelValues("overload")
-	for _, s := range Stages {
-		for _, a := range []string{"accept", "quarantine", "tempfail", "reject"} {
-			m.Decisions.WithLabelValues(s, a, "false")
+	// Label values come from the policy's own vocabulary.
+	for _, s := range policy.Stages {
+		for _, a := range policy.Actions {
+			m.Decisions.WithLabelValues(string(s), a.String(), "false")
 		}
 	}
 	return m

@@ -122,14 +122,14 @@ func (p *Policy) Decide(in Input) Decision {
 // says, if any.
 func (p *Policy) allowed(in Input) (Allowance, string) {
 	for _, n := range in.ClientNames {
-		if e, ok := p.AllowClientNames.Match(n); ok {
-			return AllowedClientName, "client name " + n + " matches " + e + " in policy.allow_client_names"
+		if _, ok := p.AllowClientNames.Match(n); ok {
+			return AllowedClientName, "client name " + n + " is in policy.allow_client_names"
 		}
 	}
-	if e, ok := p.AllowSenderDomains.Match(in.SenderDomain); ok && !spfFailed(in.Findings) {
+	if _, ok := p.AllowSenderDomains.Match(in.SenderDomain); ok && !spfFailed(in.Findings) {
 		// A sender domain is trivially forged; only SPF can say the mail
 		// is not from it, so an SPF fail still counts.
-		return AllowedSenderDomain, "sender domain " + in.SenderDomain + " matches " + e + " in policy.allow_sender_domains"
+		return AllowedSenderDomain, "sender domain " + in.SenderDomain + " is in policy.allow_sender_domains (unless SPF fails)"
 	}
 	return "", ""
 }

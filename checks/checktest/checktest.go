@@ -1,0 +1,58 @@
+// Package checktest holds the test helpers the packages' tests share: the
+// project's resolver pointed at a checks/dnstest server, and a log buffer
+// several goroutines may write. It is imported by tests only.
+package checktest
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vouch-mail/vouch/checks/dns"
+)
+
+// Config is the resolver configuration of the tests: the defaults, asking
+// only the server at addr, one attempt of timeout each.
+func Config(addr string, timeout time.Duration) dns.Config {
+	c := dns.DefaultConfig()
+	c.Servers = []string{addr}
+	c.Timeout = timeout
+	c.Attempts = 1
+	return c
+}
+
+// Resolver is the project's resolver, cache on, querying only the
+// dnstest server at addr with the given per-query timeout.
+func Resolver(t testing.TB, addr string, timeout time.Duration) *dns.Resolver {
+	t.Helper()
+	return ResolverFor(t, Config(addr, timeout), nil)
+}
+
+// ResolverFor builds a resolver for c reporting to obs (nil: none).
+func ResolverFor(t testing.TB, c dns.Config, obs dns.Observer) *dns.Resolver {
+	t.Helper()
+	r, err := dns.New(c, obs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// LogBuffer collects log output from several goroutines.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
