@@ -36,12 +36,17 @@ type Options struct {
 	Domain string
 	// SMTP is the HOST:PORT of the server to talk SMTP to; "" for none.
 	SMTP string
-	// Timeout bounds each DNS check and each SMTP step.
+	// Timeout bounds each DNS check and each SMTP step; 0 means
+	// DefaultTimeout.
 	Timeout time.Duration
 	// Iprev and SPF are the daemon's settings for those checks.
 	Iprev iprev.Options
 	SPF   spf.Options
 }
+
+// DefaultTimeout is Options.Timeout when it is zero, and vouch audit's
+// --timeout default.
+const DefaultTimeout = 10 * time.Second
 
 // Status is a finding's verdict.
 type Status string
@@ -102,6 +107,9 @@ func Run(ctx context.Context, r dns.Lookuper, o Options) Report {
 		ip = v4
 	}
 	o.Domain = strings.TrimSuffix(o.Domain, ".")
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
 	a := &auditor{o: o, res: r, ip: ip, ipStr: ip.String(), rr: "ip4:", a: "A"}
 	if ip.To4() == nil {
 		a.rr, a.a = "ip6:", "AAAA"

@@ -55,7 +55,7 @@ func parseAuditFlags(args []string, stderr io.Writer) (*auditOptions, error) {
 	fs.StringVar(&o.smtp, "smtp", "", "also talk SMTP to your server at `HOST:PORT` (port 25 if left out)")
 	fs.StringVar(&o.configFile, "config", "", "configuration `file` (YAML) for the DNS settings; without it, the embedded defaults")
 	fs.StringVar(&o.dns, "dns", "", "ask the DNS server at `HOST:PORT` instead of dns.servers / resolv.conf")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "bound on each DNS check and each SMTP step")
+	fs.DurationVar(&o.timeout, "timeout", audit.DefaultTimeout, "bound on each DNS check and each SMTP step")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object instead of text")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), auditHelp)
