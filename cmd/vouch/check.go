@@ -327,22 +327,6 @@ func ipStrings(ips []net.IP) []string {
 	return out
 }
 
-// show makes a client- or DNS-supplied string safe and unambiguous on a
-// terminal: kept as is when it is a plain printable ASCII token, quoted Go
-// style otherwise (control bytes, CR/LF, 8-bit bytes and spaces become
-// visible escapes, so nothing can rewrite the screen or fake a line).
-func show(s string) string {
-	if s == "" {
-		return `""`
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] > '~' || s[i] == '"' || s[i] == '\\' {
-			return strconv.QuoteToASCII(s)
-		}
-	}
-	return s
-}
-
 // quoteRecord shows a TXT record: always quoted, like a zone file.
 func quoteRecord(s string) string { return strconv.QuoteToASCII(s) }
 

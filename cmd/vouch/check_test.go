@@ -551,6 +551,11 @@ func jsonFields(t reflect.Type) []string {
 	var out []string
 	for i := 0; i < t.NumField(); i++ {
 		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name == "" && t.Field(i).Anonymous {
+			// encoding/json promotes an untagged embedded struct's fields.
+			out = append(out, jsonFields(t.Field(i).Type)...)
+			continue
+		}
 		if name == "" || name == "-" {
 			continue
 		}
