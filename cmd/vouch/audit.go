@@ -122,7 +122,7 @@ type auditReport struct {
 // vouch audit's text: one quoting for both, the audit's.
 func show(s string) string { return audit.Quote(s) }
 
-func (r auditReport) writeText(w io.Writer) {
+func (r auditReport) WriteText(w io.Writer) {
 	head := fmt.Sprintf("audit of %s  helo %s  domain %s", r.IP, show(r.HELO), show(r.Domain))
 	if r.SMTP != "" {
 		head += "  smtp " + show(r.SMTP)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/vouch-mail/vouch/checks/dnstest"
+	"github.com/vouch-mail/vouch/milter/explain"
 )
 
 // The world of the check tests:
@@ -463,7 +464,7 @@ func TestCheckUntrustedStrings(t *testing.T) {
 
 	// JSON carries the client's text as sent (escaped by JSON).
 	_, out, _ = e.check("--json", "--ip", "127.0.0.10", "--helo", "evil\r\nX: 1", "--from", "x%y@evil.test")
-	var rep checkReport
+	var rep explain.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatal(err)
 	}
@@ -531,7 +532,7 @@ func TestToolsDoc(t *testing.T) {
 			t.Errorf("docs/tools.md has no row for finding %s", id)
 		}
 	}
-	for _, typ := range []reflect.Type{reflect.TypeOf(checkReport{}), reflect.TypeOf(auditReport{})} {
+	for _, typ := range []reflect.Type{reflect.TypeOf(explain.Report{}), reflect.TypeOf(auditReport{})} {
 		for _, field := range jsonFields(typ) {
 			if !strings.Contains(doc, "`"+field+"`") && !strings.Contains(doc, "."+field+"`") && !strings.Contains(doc, "`"+field+".") {
 				t.Errorf("docs/tools.md does not document JSON field %s of %s", field, typ.Name())

@@ -186,12 +186,12 @@ func requireFlags(fs *flag.FlagSet, names ...string) error {
 }
 
 // textReport is what check and audit print for people.
-type textReport interface{ writeText(io.Writer) }
+type textReport interface{ WriteText(io.Writer) }
 
 // printReport writes rep as indented JSON for scripts, or as text.
 func printReport(rep textReport, asJSON bool, w io.Writer) error {
 	if !asJSON {
-		rep.writeText(w)
+		rep.WriteText(w)
 		return nil
 	}
 	enc := json.NewEncoder(w)
