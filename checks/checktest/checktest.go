@@ -5,6 +5,8 @@ package checktest
 
 import (
 	"bytes"
+	"context"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -55,4 +57,30 @@ func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// FakeFamilyFailure is a FAKE Lookuper, for the one fault dnstest cannot
+// produce: a name whose A lookup answers while its AAAA lookup fails
+// temporarily (or the reverse). dnstest faults a name for every type. It
+// wraps the real resolver and, for the names in fail, keeps only the
+// addresses of the family that answered and adds the temporary error, as
+// dns.Resolver.LookupIPAddr documents for that case.
+type FakeFamilyFailure struct {
+	*dns.Resolver
+	Fail map[string]bool // name -> true: AAAA fails; false: A fails
+}
+
+func (f FakeFamilyFailure) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	addrs, err := f.Resolver.LookupIPAddr(ctx, host)
+	aaaaFails, ok := f.Fail[host]
+	if !ok || err != nil {
+		return addrs, err
+	}
+	var kept []net.IPAddr
+	for _, a := range addrs {
+		if (a.IP.To4() != nil) == aaaaFails {
+			kept = append(kept, a)
+		}
+	}
+	return kept, &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
 }

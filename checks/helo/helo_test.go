@@ -11,6 +11,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/checks/iprev"
 )
@@ -243,7 +244,7 @@ func TestCheckOtherFamilyFails(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := fakeFamilyFailure{newResolver(t, srv), map[string]bool{tc.helo: tc.aaaaFails}}
+			r := checktest.FakeFamilyFailure{Resolver: newResolver(t, srv), Fail: map[string]bool{tc.helo: tc.aaaaFails}}
 			got := Check(context.Background(), r, tc.helo, net.ParseIP(tc.ip), rev)
 			if got.Verdict != tc.want {
 				t.Errorf("Verdict = %q (err %v), want %q", got.Verdict, got.Err, tc.want)

@@ -12,6 +12,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 )
 
@@ -441,7 +442,7 @@ func TestCheckOtherFamilyFails(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := fakeFamilyFailure{newResolver(t, srv), map[string]bool{
+			r := checktest.FakeFamilyFailure{Resolver: newResolver(t, srv), Fail: map[string]bool{
 				"other.example.com": tc.aaaaFails, "mail.example.com": tc.aaaaFails}}
 			got := Check(context.Background(), r, net.ParseIP(tc.ip), Options{})
 			if got.Verdict != tc.want {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -81,13 +80,8 @@ func parseAuditFlags(args []string, stderr io.Writer) (*auditOptions, error) {
 
 func auditCommand(args []string, stdout, stderr io.Writer) int {
 	o, err := parseAuditFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
 	if err != nil {
-		fmt.Fprintln(stderr, "vouch audit:", err)
-		fmt.Fprintln(stderr, "Run 'vouch audit -h' for help.")
-		return exitUsage
+		return usageError("audit", err, stderr)
 	}
 	cfg, res, err := loadConfig(o.configFile, o.dns)
 	if err != nil {

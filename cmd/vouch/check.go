@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -113,13 +112,8 @@ func loadConfig(file, dnsServer string) (*config.Config, *dns.Resolver, error) {
 
 func checkCommand(args []string, stdout, stderr io.Writer) int {
 	o, err := parseCheckFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
 	if err != nil {
-		fmt.Fprintln(stderr, "vouch check:", err)
-		fmt.Fprintln(stderr, "Run 'vouch check -h' for help.")
-		return exitUsage
+		return usageError("check", err, stderr)
 	}
 	cfg, res, err := loadConfig(o.configFile, o.dns)
 	if err != nil {

@@ -165,6 +165,16 @@ func (f *flagOverrides) load() (*config.Config, error) {
 	return c, nil
 }
 
+// usageError reports a tool's flag error the same way for every tool:
+// -h is no error; anything else says how to get help.
+func usageError(tool string, err error, stderr io.Writer) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "vouch %s: %v\nRun 'vouch %s -h' for help.\n", tool, err, tool)
+	return exitUsage
+}
+
 // requireFlags reports the named flags that were not given, and stray
 // arguments.
 func requireFlags(fs *flag.FlagSet, names ...string) error {
