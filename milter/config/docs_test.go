@@ -77,3 +77,30 @@ func TestDocumentedDefaults(t *testing.T) {
 		t.Errorf("documented defaults differ from the embedded ones:\n%+v\n%+v", c, Default())
 	}
 }
+
+// TestDocumentedErrors: the example file of docs/configuration.md gives
+// exactly the errors the page shows.
+func TestDocumentedErrors(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(doc), "every problem of the file is reported at once. For this file:")
+	_, rest, _ = strings.Cut(rest, "```yaml\n")
+	file, rest, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("no example file")
+	}
+	_, rest, _ = strings.Cut(rest, "$ vouch config check vouch.yaml\n")
+	want, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("no example output")
+	}
+	_, err = Parse("vouch.yaml", []byte(file))
+	if err == nil {
+		t.Fatal("the example file loads")
+	}
+	if got := err.Error() + "\n"; got != want {
+		t.Errorf("the page shows\n%s\nvouch says\n%s", want, got)
+	}
+}
