@@ -294,6 +294,44 @@ func TestDecisionStages(t *testing.T) {
 		m.mail("carol@other.test", "continue")
 		m.rcpt("user@vouch.test", "continue")
 	})
+	// Each transaction is decided, logged and counted once: an accepted
+	// HELO is decided at MAIL only; a refusal at HELO is the decision.
+	t.Run("helo decides once", func(t *testing.T) {
+		e := newEnv(t, at(policy.StageHelo))
+		m := e.connect("127.0.0.10")
+		m.helo("mail.good.test", "continue")
+		m.mail("alice@good.test", "continue")
+		m.rcpt("user@vouch.test", "continue")
+		m.data()
+		decisions := func() map[string]float64 {
+			got := map[string]float64{}
+			for _, st := range policy.Stages {
+				for _, a := range policy.Actions {
+					if n := testutil.ToFloat64(e.metrics.Decisions.WithLabelValues(string(st), a.String(), "false")); n != 0 {
+						got[string(st)+" "+a.String()] = n
+					}
+				}
+			}
+			return got
+		}
+		if got := decisions(); len(got) != 1 || got["mail accept"] != 1 {
+			t.Errorf("decisions %v, want one: mail accept", got)
+		}
+		if n := strings.Count(e.logs.String(), "msg=decision"); n != 1 {
+			t.Errorf("%d decision lines, want 1:\n%s", n, e.logs.String())
+		}
+
+		e2 := newEnv(t, preset("strict"), at(policy.StageHelo))
+		m2 := e2.connect("127.0.0.13")
+		m2.helo("mail.good.test", "550 5.7.26 Multiple authentication checks failed: helo, spf_helo")
+		m2.mail("carol@other.test", "550 5.7.26 Multiple authentication checks failed: helo, spf_helo")
+		if n := testutil.ToFloat64(e2.metrics.Decisions.WithLabelValues("helo", "reject", "false")); n != 1 {
+			t.Errorf("helo reject counted %v times, want 1", n)
+		}
+		if n := testutil.ToFloat64(e2.metrics.Decisions.WithLabelValues("mail", "reject", "false")); n != 0 {
+			t.Errorf("mail reject counted %v times, want 0", n)
+		}
+	})
 }
 
 func TestDryRun(t *testing.T) {
@@ -515,5 +553,47 @@ func TestAbandonedChecksAreNotCounted(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // past the delayed answer
 	if n := testutil.CollectAndCount(e.metrics.CheckResults); n != 0 {
 		t.Errorf("%d check results counted for a session that hung up before they came", n)
+	}
+}
+
+// Every check_results series vouch writes has a result label from the
+// checks' own vocabularies.
+func TestCheckResultLabelsFromVocabulary(t *testing.T) {
+	e := newEnv(t)
+	for _, ip := range []string{"127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13"} {
+		m := e.connect(ip)
+		m.helo("mail.good.test", "continue")
+		m.mail("x@good.test", "continue")
+		m.s.Rcpt("<user@vouch.test>", nil)
+		m.abort()
+	}
+	known := map[string]bool{}
+	for _, rs := range policy.Results {
+		for _, r := range rs {
+			known[string(r)] = true
+		}
+	}
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, mf := range mfs {
+		if mf.GetName() != "vouch_check_results_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" {
+					seen++
+					if !known[l.GetValue()] {
+						t.Errorf("result label %q is not a check's verdict", l.GetValue())
+					}
+				}
+			}
+		}
+	}
+	if seen < 4 {
+		t.Errorf("%d check result series, want several", seen)
 	}
 }

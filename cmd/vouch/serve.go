@@ -135,7 +135,7 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.ready.Store(true)
 	d.log.Info("vouch started", "version", versionString(), "milter", d.milterLn.Addr().String(),
-		"metrics", cfg.Metrics.Listen, "preset", cfg.Policy.Preset, "decide_at", string(cfg.Policy.DecideAt),
+		"metrics", cfg.Metrics.Listen, "dns", strings.Join(d.resolver.Servers(), " "), "preset", cfg.Policy.Preset, "decide_at", string(cfg.Policy.DecideAt),
 		"config", orDefaults(d.flags.configFile))
 
 	var err error

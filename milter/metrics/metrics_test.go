@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/vouch-mail/vouch/milter/policy"
 )
 
 func TestLint(t *testing.T) {
@@ -91,4 +92,39 @@ func mustGather(t *testing.T, g prometheus.Gatherer) []*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	return mfs
+}
+
+// The decision series start at 0 for exactly the policy's stages and
+// actions: label values come from the typed vocabulary, not from strings
+// written here.
+func TestDecisionLabelsFromVocabulary(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	New(reg, "test")
+	want := map[string]bool{}
+	for _, s := range policy.Stages {
+		for _, a := range policy.Actions {
+			want[string(s)+"/"+a.String()+"/false"] = true
+		}
+	}
+	got := map[string]bool{}
+	for _, mf := range mustGather(t, reg) {
+		if mf.GetName() != "vouch_decisions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			got[l["stage"]+"/"+l["action"]+"/"+l["dry_run"]] = true
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d decision series, want %d", len(got), len(want))
+	}
+	for k := range want {
+		if !got[k] {
+			t.Errorf("no series %s", k)
+		}
+	}
 }
