@@ -73,20 +73,27 @@ func (b *logBuffer) String() string {
 type vouch struct {
 	srv    *milter.Server
 	addr   string // inet:PORT@127.0.0.1
+	dns    string // its DNS server, 127.0.0.1:PORT
 	logs   *logBuffer
 	served chan error
 }
 
 func startVouch(t *testing.T) *vouch {
 	t.Helper()
-	d := dnstest.New(t, zone)
+	return startVouchZone(t, zone)
+}
+
+// startVouchZone is startVouch with DNS serving zoneText.
+func startVouchZone(t *testing.T, zoneText string) *vouch {
+	t.Helper()
+	d := dnstest.New(t, zoneText)
 	res, err := dns.New(dns.Config{Servers: []string{d.Addr}, Timeout: time.Second, Attempts: 2}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := milter.DefaultSettings(res)
 	s.TrustedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
-	v := &vouch{logs: &logBuffer{}, served: make(chan error, 1)}
+	v := &vouch{logs: &logBuffer{}, served: make(chan error, 1), dns: d.Addr}
 	v.srv = milter.NewServer(s, milter.Options{
 		Logger:  slog.New(slog.NewTextHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics: metrics.New(prometheus.NewRegistry(), "e2e"),
