@@ -80,7 +80,10 @@ var (
 // folded or not). It returns an error when the field is too long, cannot
 // be tokenised, or has no from clause naming exactly one client address
 // followed by a by clause: such a field says nothing reliable about who
-// connected. Oddities after the by clause only clear Hop.Complete.
+// connected. Oddities after the by clause only clear Hop.Complete; a
+// caller that acts on the client address should, as FindOrigin does,
+// accept only a Complete hop (an incomplete one may be a HELO that wrote
+// a by clause of its own).
 func Parse(value string) (Hop, error) {
 	if len(value) > MaxFieldLen {
 		return Hop{}, fmt.Errorf("%w (%d octets, at most %d)", ErrTooLong, len(value), MaxFieldLen)
