@@ -74,19 +74,26 @@ func (b *logBuffer) String() string {
 type vouch struct {
 	srv    *milter.Server
 	addr   string // inet:PORT@127.0.0.1
+	dns    string // its DNS server, 127.0.0.1:PORT
 	logs   *checktest.LogBuffer
 	served chan error
 }
 
 func startVouch(t *testing.T) *vouch {
 	t.Helper()
-	d := dnstest.New(t, zone)
+	return startVouchZone(t, zone)
+}
+
+// startVouchZone is startVouch with DNS serving zoneText.
+func startVouchZone(t *testing.T, zoneText string) *vouch {
+	t.Helper()
+	d := dnstest.New(t, zoneText)
 	rc := checktest.Config(d.Addr, time.Second)
 	rc.Attempts = 2
 	res := checktest.ResolverFor(t, rc, nil)
 	cfg := config.Default()
 	cfg.Policy.TrustedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
-	v := &vouch{logs: &checktest.LogBuffer{}, served: make(chan error, 1)}
+	v := &vouch{logs: &checktest.LogBuffer{}, served: make(chan error, 1), dns: d.Addr}
 	srv, err := milter.NewServer(cfg, res, milter.Options{
 		Logger:  slog.New(slog.NewTextHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics: metrics.New(prometheus.NewRegistry(), "e2e"),

@@ -2,6 +2,7 @@ package headers
 
 import (
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,12 +34,27 @@ var hostile = []string{
 	"exists:%{i}._spf.example.com",
 }
 
+// heloVerdicts are checks/helo's verdicts; fuzzInput also tries a
+// hostile string and none.
+var heloVerdicts = []string{"match", "resolves", "literal", "mismatch", "invalid", "literal-mismatch", "temperror"}
+
+func fuzzHeloResult(problem string, v uint8) string {
+	switch k := int(v) % (len(heloVerdicts) + 2); {
+	case k < len(heloVerdicts):
+		return heloVerdicts[k]
+	case k == len(heloVerdicts):
+		return problem
+	}
+	return ""
+}
+
 func fuzzInput(authServID, helo, sender, mech, problem string, v uint8, six bool) Input {
 	ip := client4
 	if six {
 		ip = client6
 	}
 	return Input{
+		HeloResult:  fuzzHeloResult(problem, v),
 		AuthServID:  authServID,
 		ClientIP:    ip,
 		HELO:        helo,
@@ -95,6 +111,25 @@ func FuzzAuthenticationResults(f *testing.F) {
 		}
 		if h, ok := results[2].props["smtp.helo"]; ok && h != helo {
 			t.Fatalf("smtp.helo=%q from HELO %q", h, helo)
+		}
+		// The HELO verdict: one comment on iprev for a real verdict, with
+		// the client's HELO exactly as sent or not at all; none otherwise.
+		var comments []string
+		for _, c := range results[0].comments {
+			comments = append(comments, strings.Join(strings.Fields(c), " "))
+		}
+		if slices.Contains(heloVerdicts, in.HeloResult) {
+			named, anonymous := "HELO "+helo+": "+in.HeloResult, "HELO: "+in.HeloResult
+			if len(comments) != 1 || (comments[0] != named && comments[0] != anonymous) {
+				t.Fatalf("iprev comments %q for HELO %q, verdict %q\n%q", comments, helo, in.HeloResult, out)
+			}
+		} else if len(comments) != 0 {
+			t.Fatalf("iprev comments %q for verdict %q", comments, in.HeloResult)
+		}
+		for _, r := range results[1:] {
+			if len(r.comments) != 0 {
+				t.Fatalf("comments %q on %s", r.comments, r.method)
+			}
 		}
 		aid, ares, err := authres.Parse(out)
 		if err != nil || len(ares) != 3 || strings.Trim(aid, `"`) != wantID {

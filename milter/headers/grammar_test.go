@@ -123,6 +123,7 @@ func grammarDomainName(s string) bool {
 type arResult struct {
 	method, result string
 	props          map[string]string // "reason" and "ptype.property"
+	comments       []string          // content of each comment between the result and the properties
 }
 
 // parseAR reads an Authentication-Results value.
@@ -162,6 +163,20 @@ func parseAR(v string) (id string, results []arResult, err error) {
 			if p.i == len(p.s) || p.s[p.i] == ';' {
 				break
 			}
+			if p.s[p.i] == '(' {
+				// CFWS after the result (RFC 8601 §2.2 methodspec/
+				// reasonspec/propspec are joined by CFWS); vouch writes
+				// comments only before the first property.
+				if len(r.props) > 0 {
+					return "", nil, p.errf("comment after a property")
+				}
+				c, err := p.comment()
+				if err != nil {
+					return "", nil, err
+				}
+				r.comments = append(r.comments, c)
+				continue
+			}
 			name := p.token() // "reason", or "ptype.property" (a token may hold '.')
 			if !p.eat('=') {
 				return "", nil, p.errf("want '=' after %q", name)
@@ -192,6 +207,27 @@ func parseAR(v string) (id string, results []arResult, err error) {
 		}
 		p.ws()
 	}
+}
+
+// comment reads an RFC 5322 comment with folding whitespace inside but
+// without nesting or quoted-pairs (vouch writes neither) and returns its
+// content.
+func (p *scanner) comment() (string, error) {
+	if !p.eat('(') {
+		return "", p.errf("want '('")
+	}
+	start := p.i
+	for p.i < len(p.s) && p.s[p.i] != ')' {
+		c := p.s[p.i]
+		if c == '(' || c == '\\' || (c < ' ' && c != '\t') || c >= 0x7f {
+			return "", p.errf("byte %#x in comment", c)
+		}
+		p.i++
+	}
+	if !p.eat(')') {
+		return "", p.errf("unterminated comment")
+	}
+	return p.s[start : p.i-1], nil
 }
 
 // pvalue is RFC 8601's: value / [ [ local-part ] "@" ] domain-name.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 
+	"github.com/vouch-mail/vouch/checks/helo"
 	"github.com/vouch-mail/vouch/checks/spf"
 )
 
@@ -65,6 +66,14 @@ type Input struct {
 	Iprev       *IprevInfo  // nil when not checked
 	SPFMailFrom *spf.Result // nil when not checked (trusted client etc.)
 	SPFHelo     *spf.Result // nil when the HELO identity was not checked
+	// HeloResult is the HELO check's verdict (checks/helo: match,
+	// resolves, literal, mismatch, invalid, literal-mismatch,
+	// temperror), "" when not checked. RFC 8601 registers no HELO
+	// method, so it is written as a comment of the iprev result,
+	// "iprev=pass (HELO mail.example.com: match)", with HELO when that
+	// is a plain domain name or IP address literal; only with Iprev, and
+	// any other value is left out.
+	HeloResult string
 	// Receiver is Received-SPF's receiver= (the MTA's host name, the j
 	// macro).
 	Receiver string
@@ -74,7 +83,7 @@ type Input struct {
 // the field name), one result per line:
 //
 //	mx.example.org;
-//		iprev=pass policy.iprev=192.0.2.10;
+//		iprev=pass (HELO mail.example.com: match) policy.iprev=192.0.2.10;
 //		spf=pass smtp.mailfrom=alice@example.com;
 //		spf=pass smtp.helo=mail.example.com
 //
@@ -121,6 +130,10 @@ func AuthenticationResults(in Input) string {
 	// sanitiseID see to it), so the split below is exact; we fold each
 	// result onto its own line.
 	parts := strings.Split(authres.Format(id, results), "; ")
+	var heloWords []string
+	if in.Iprev != nil {
+		heloWords = strings.Fields(heloComment(in.HeloResult, in.HELO))
+	}
 	f := newFolder(len(AuthenticationResultsField) + 2)
 	f.add("", parts[0])
 	for _, p := range parts[1:] {
@@ -132,9 +145,51 @@ func AuthenticationResults(in Input) string {
 			} else {
 				f.add(" ", atom)
 			}
+			if i == 0 && strings.HasPrefix(atom, "iprev=") {
+				// The comment goes where RFC 8601 §2.2 allows CFWS
+				// between the result and its properties (where most
+				// receivers put theirs); it may fold between words.
+				for _, w := range heloWords {
+					f.add(" ", w)
+				}
+			}
 		}
 	}
 	return f.String()
+}
+
+// heloComment is the comment carrying the HELO verdict: "(HELO name:
+// verdict)", or "(HELO: verdict)" when the name is not a plain domain
+// name or address literal; "" for a verdict that is not one of
+// checks/helo's. The name is the client's: it goes in only if it is
+// letters, digits, '-', '.' (or an IP address in brackets), so it can
+// neither end the comment nor look like a property ("a=b") to parsers
+// that split results at white space and '='.
+func heloComment(verdict, name string) string {
+	switch helo.Verdict(verdict) {
+	case helo.Match, helo.Resolves, helo.Literal, helo.Mismatch, helo.Invalid, helo.LiteralMismatch, helo.TempError:
+	default:
+		return ""
+	}
+	if len(name) <= maxValue && (isDomainName(strings.TrimSuffix(name, ".")) || isAddressLiteral(name)) {
+		return "(HELO " + name + ": " + verdict + ")"
+	}
+	return "(HELO: " + verdict + ")"
+}
+
+// isAddressLiteral accepts "[IPv4]" and "[IPv6:addr]" (RFC 5321 §4.1.3)
+// of valid addresses.
+func isAddressLiteral(s string) bool {
+	if len(s) < 3 || s[0] != '[' || s[len(s)-1] != ']' {
+		return false
+	}
+	inner := s[1 : len(s)-1]
+	if v6, ok := strings.CutPrefix(inner, "IPv6:"); ok {
+		ip := net.ParseIP(v6)
+		return ip != nil && strings.Contains(v6, ":")
+	}
+	ip := net.ParseIP(inner)
+	return ip != nil && ip.To4() != nil && !strings.Contains(inner, ":")
 }
 
 // spfValue maps a verdict to an RFC 8601 §2.7.2 result; anything else is

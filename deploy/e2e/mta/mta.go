@@ -56,6 +56,11 @@ type Options struct {
 	Hostname string
 	// Macros are requested from the MTA in addition to its defaults.
 	Macros Macros
+	// Hosts are hosts(5) lines, "IP name...", the MTA resolves client
+	// names from (files only, never DNS; see hosts.go). Sendmail looks
+	// clients up anyway; Postfix only with PostfixMain
+	// smtpd_peername_lookup=yes.
+	Hosts []string
 
 	// PostfixMain adds or overrides main.cf parameters.
 	PostfixMain map[string]string

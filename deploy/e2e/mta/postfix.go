@@ -161,9 +161,13 @@ func (s *postfixServer) start() error {
 		}
 	}
 
+	hostsPrologue, err := postfixHostsPrologue(s.dir, s.o)
+	if err != nil {
+		return err
+	}
 	// -s keeps master in the foreground with its output on ours. master
 	// calls setsid(2) itself, so it must not be made a group leader here.
-	cmd := nsCommand(s.dir, false, devPrologue+`exec "$@"`,
+	cmd := nsCommand(s.dir, false, hostsPrologue+devPrologue+`exec "$@"`,
 		filepath.Join(s.defs["daemon_directory"], "master"), "-c", etc, "-s")
 	mark := len(s.log.String())
 	p, err := startProcess(cmd, s.log)

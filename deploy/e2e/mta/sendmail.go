@@ -82,6 +82,10 @@ func (s *sendmailServer) prepare() error {
 	if err != nil {
 		return err
 	}
+	hosts, err := s.o.hostsLines()
+	if err != nil {
+		return err
+	}
 	help, _ := os.ReadFile(filepath.Join(s.root, "etc/mail/helpfile"))
 	files := []struct {
 		name string
@@ -93,7 +97,7 @@ func (s *sendmailServer) prepare() error {
 		{"local-host-names", s.o.Domain + "\n" + s.o.Hostname + "\n", 0o644},
 		// Sendmail's own lookups: files only, never DNS.
 		{"service.switch", "hosts files\naliases files\n", 0o644},
-		{"hosts", fmt.Sprintf("127.0.0.1\t%s %s localhost\n", s.o.Hostname, strings.SplitN(s.o.Hostname, ".", 2)[0]), 0o644},
+		{"hosts", fmt.Sprintf("127.0.0.1\t%s %s localhost\n", s.o.Hostname, strings.SplitN(s.o.Hostname, ".", 2)[0]) + hosts, 0o644},
 		// libc's lookups (the client's PTR at connect): files only too,
 		// so no test ever waits on, or leaks queries to, real DNS.
 		{"nsswitch.conf", nss, 0o644},
