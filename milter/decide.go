@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vouch-mail/vouch/checks/envelope"
 	"github.com/vouch-mail/vouch/checks/helo"
 	"github.com/vouch-mail/vouch/checks/iprev"
 	"github.com/vouch-mail/vouch/checks/spf"
@@ -120,7 +121,7 @@ func (c *conn) evaluate(stage policy.Stage) *Outcome {
 		o.Results.SPF = &r
 		in.Findings = append(in.Findings, policy.Finding{Check: policy.SPF, Result: policy.Result(r.Verdict)})
 	}
-	if c.spfHelo != nil && (tx == nil || tx.sender != "") {
+	if c.spfHelo != nil && (tx == nil || !envelope.IsNull(tx.sender)) {
 		r, ok := c.spfHelo.wait(ctx)
 		if !ok {
 			r = spf.Result{Identity: spf.Helo, Verdict: spf.TempError, Problem: "check deadline exceeded", Err: ctx.Err()}
@@ -132,8 +133,8 @@ func (c *conn) evaluate(stage policy.Stage) *Outcome {
 	in.Vars = policy.Vars{IP: c.clientIP(), HELO: c.helo, Domain: c.helo}
 	if tx != nil {
 		in.Vars.Sender = tx.sender
-		if tx.sender != "" {
-			in.SenderDomain = senderDomain(tx.sender)
+		if !envelope.IsNull(tx.sender) {
+			in.SenderDomain = envelope.Domain(tx.sender)
 			in.Vars.Domain = in.SenderDomain
 		}
 	}
@@ -163,7 +164,7 @@ func (c *conn) logDecision(o *Outcome) {
 		tx = nil
 	}
 	if tx != nil {
-		attrs = append(attrs, "queue_id", textsafe.Log(tx.queueID), "sender", textsafe.Log(orNullSender(tx.sender)))
+		attrs = append(attrs, "queue_id", textsafe.Log(tx.queueID), "sender", textsafe.Log(envelope.Display(tx.sender)))
 	}
 	attrs = append(attrs, "helo", textsafe.Log(c.helo))
 	if r.Iprev != nil {
@@ -204,11 +205,4 @@ func (c *conn) logDecision(o *Outcome) {
 // than Go's "µs": log lines stay ASCII for syslog and grep.
 func asciiDuration(d time.Duration) string {
 	return strings.Replace(d.Round(time.Microsecond).String(), "µs", "us", 1)
-}
-
-func senderDomain(sender string) string {
-	if i := strings.LastIndexByte(sender, '@'); i >= 0 {
-		return sender[i+1:]
-	}
-	return ""
 }

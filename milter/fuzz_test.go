@@ -409,7 +409,7 @@ func TestSecondConnectStartsAfresh(t *testing.T) {
 		header        []string
 	}{
 		{"no PTR, then a verified client", "127.0.0.11", "127.0.0.10", "continue",
-			[]string{"iprev=pass policy.iprev=127.0.0.10", "spf=pass smtp.mailfrom=alice@good.test"}},
+			[]string{"iprev=pass (HELO mail.good.test: match) policy.iprev=127.0.0.10", "spf=pass smtp.mailfrom=alice@good.test"}},
 		{"a verified client, then no PTR", "127.0.0.10", "127.0.0.11", // from a domain without SPF
 			"450 4.7.25 Client address 127.0.0.11 has no reverse DNS (PTR) record", nil},
 		{"a verified client, then a local one", "127.0.0.10", "", "continue", nil},

@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-milter"
 
 	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/envelope"
 	"github.com/vouch-mail/vouch/checks/helo"
 	"github.com/vouch-mail/vouch/checks/iprev"
 	"github.com/vouch-mail/vouch/checks/spf"
@@ -251,7 +252,7 @@ func (s session) MailFrom(from string, m *milter.Modifier) (resp milter.Response
 		return respContinue, nil
 	}
 	if spfCfg := c.gen.cfg.Checks.SPF; spfCfg.Enabled {
-		if from == "" {
+		if envelope.IsNull(from) {
 			// The null sender: the HELO identity decides (RFC 7208 §2.4).
 			c.tx.spf = c.spfHelo
 			if c.tx.spf == nil {
@@ -348,7 +349,7 @@ func (s session) Body(m *milter.Modifier) (resp milter.Response, err error) {
 // it. A refusing verdict here means only exempt recipients were
 // accepted: the line says so instead of naming the refusal as the action.
 func (c *conn) logAccepted(o *Outcome) {
-	attrs := []any{"queue_id", textsafe.Log(c.tx.queueID), "sender", textsafe.Log(orNullSender(c.tx.sender))}
+	attrs := []any{"queue_id", textsafe.Log(c.tx.queueID), "sender", textsafe.Log(envelope.Display(c.tx.sender))}
 	if o.Decision.Refuses() {
 		attrs = append(attrs, "action", "accept", "reason", "exempt_recipient", "verdict", o.Decision.Action.String(),
 			"exempt_recipients", len(c.tx.exemptRecipients))
@@ -409,7 +410,10 @@ func (c *conn) fields(o *Outcome) []Field {
 	if r.Iprev != nil {
 		in.Iprev = &headers.IprevInfo{Result: r.Iprev.AuthResult(), IP: c.ip}
 	}
-	if c.tx.sender == "" {
+	if r.Helo != nil {
+		in.HeloResult = string(r.Helo.Verdict)
+	}
+	if envelope.IsNull(c.tx.sender) {
 		in.SPFHelo = r.SPF // the null sender's only identity is HELO
 	} else {
 		in.SPFMailFrom, in.SPFHelo = r.SPF, r.SPFHelo
@@ -452,12 +456,5 @@ func (c *conn) writeHeaders(m *milter.Modifier, o *Outcome) error {
 
 // headerIndex is where new fields go: 0 is the very top.
 const headerIndex = 0
-
-func orNullSender(s string) string {
-	if s == "" {
-		return "<>"
-	}
-	return s
-}
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -6,7 +6,10 @@ package checktest
 import (
 	"bytes"
 	"context"
+	"flag"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -83,4 +86,31 @@ func (f FakeFamilyFailure) LookupIPAddr(ctx context.Context, host string) ([]net
 		}
 	}
 	return kept, &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
+}
+
+// update rewrites golden files instead of comparing with them:
+// go test ./... -update.
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/ with the output the tests get")
+
+// Golden compares got with the file at path (under the test package's
+// testdata/), or writes it there when the tests run with -update. The
+// file holds exactly the bytes the user sees.
+func Golden(t testing.TB, path string, got string) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run the tests with -update to write it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (rerun with -update if the change is intended):\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
 }

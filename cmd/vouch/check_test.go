@@ -102,7 +102,7 @@ action   accept
 reply    none: accepted
 headers  added at the top of the message:
 Authentication-Results: mx.vouch.test;
-	iprev=pass policy.iprev=127.0.0.10;
+	iprev=pass (HELO mail.good.test: match) policy.iprev=127.0.0.10;
 	spf=pass smtp.mailfrom=alice@good.test;
 	spf=pass smtp.helo=mail.good.test
 Received-SPF: pass (mx.vouch.test: domain of alice@good.test designates
@@ -176,7 +176,7 @@ func TestCheckOutcomes(t *testing.T) {
 			"spf_helo none        liar.test: no SPF record (helo postmaster@liar.test)",
 			"                     liar.test: no TXT records (NODATA)",
 			"action   accept",
-			"	iprev=fail policy.iprev=127.0.0.12;",
+			"	iprev=fail (HELO liar.test: mismatch) policy.iprev=127.0.0.12;",
 		}, nil},
 		{"null sender as ''", "", "--ip 127.0.0.10 --helo mail.good.test --from ''", exitOK, []string{
 			"client   127.0.0.10  helo mail.good.test  from <>",
@@ -236,7 +236,7 @@ func TestCheckOutcomes(t *testing.T) {
 			"client   ::10  helo mail6.good.test  from alice@good.test",
 			"iprev    pass        ::10 -> mail6.good.test -> ::10 (confirmed)",
 			"helo     match       mail6.good.test is the confirmed rDNS name",
-			`	iprev=pass policy.iprev="::10";`,
+			`	iprev=pass (HELO mail6.good.test: match) policy.iprev="::10";`,
 		}, nil},
 		{"authenticated client", "", "--ip 127.0.0.11 --helo laptop --from alice@good.test --auth alice", exitOK, []string{
 			"client   127.0.0.11  helo laptop  from alice@good.test  auth alice",
@@ -362,7 +362,7 @@ func TestCheckJSON(t *testing.T) {
 		"spf_helo.records.0.txt.0": "v=spf1 a -all",
 		"spf_helo.sender":          "postmaster@mail.other.test",
 		"iprev.ptr.0.addresses.1":  nil,
-		"headers.0.value":          "mx.vouch.test;\n\tiprev=pass policy.iprev=127.0.0.13;\n\tspf=fail smtp.mailfrom=alice@good.test;\n\tspf=pass smtp.helo=mail.other.test",
+		"headers.0.value":          "mx.vouch.test;\n\tiprev=pass (HELO mail.other.test: match) policy.iprev=127.0.0.13;\n\tspf=fail smtp.mailfrom=alice@good.test;\n\tspf=pass smtp.helo=mail.other.test",
 		"decision.triggered.1":     nil,
 		"spf.records.2":            nil,
 		"spf.problem":              nil,

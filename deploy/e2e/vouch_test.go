@@ -242,7 +242,7 @@ func TestVouchBehindRealMTAs(t *testing.T) {
 					t.Errorf("no accepted-message log line with queue id %q", qid)
 				}
 				sameFields(t, top(t, msg),
-					"Authentication-Results: "+id+";\n\tiprev=pass policy.iprev=127.0.2.10;\n\tspf=pass smtp.mailfrom=alice@good.test;\n\tspf=pass smtp.helo=mail.good.test",
+					"Authentication-Results: "+id+";\n\tiprev=pass (HELO mail.good.test: match) policy.iprev=127.0.2.10;\n\tspf=pass smtp.mailfrom=alice@good.test;\n\tspf=pass smtp.helo=mail.good.test",
 					"Received-SPF: pass ("+id+": domain of alice@good.test designates\n\t127.0.2.10 as permitted sender) client-ip=127.0.2.10;\n\tenvelope-from=\"alice@good.test\"; helo=mail.good.test; identity=mailfrom;\n\treceiver="+id+"; mechanism=\"ip4:127.0.2.10\"")
 			})
 
@@ -283,7 +283,7 @@ func TestVouchBehindRealMTAs(t *testing.T) {
 				s.data(mta.SimpleMessage("MAILER-DAEMON@mail.good.test", "bounce@"+dom, "Undelivered Mail", "sorry"))
 				s.c.Quit()
 				sameFields(t, top(t, m.Mailbox(t, "bounce", 1, time.Minute)[0]),
-					"Authentication-Results: "+id+";\n\tiprev=pass policy.iprev=127.0.2.10;\n\tspf=pass smtp.helo=mail.good.test",
+					"Authentication-Results: "+id+";\n\tiprev=pass (HELO mail.good.test: match) policy.iprev=127.0.2.10;\n\tspf=pass smtp.helo=mail.good.test",
 					"Received-SPF: pass ("+id+": domain of postmaster@mail.good.test\n\tdesignates 127.0.2.10 as permitted sender) client-ip=127.0.2.10;\n\tenvelope-from=\"postmaster@mail.good.test\"; helo=mail.good.test;\n\tidentity=helo; receiver="+id+"; mechanism=a")
 			})
 
@@ -303,7 +303,7 @@ func TestVouchBehindRealMTAs(t *testing.T) {
 				}
 				for i, sender := range []string{"carol@other.test", "dave@other.test"} {
 					got := top(t, bySender[sender])
-					want := "Authentication-Results: " + id + ";\n\tiprev=pass policy.iprev=127.0.2.13;\n\tspf=pass smtp.mailfrom=" + sender + ";\n\tspf=pass smtp.helo=mail.other.test"
+					want := "Authentication-Results: " + id + ";\n\tiprev=pass (HELO mail.other.test: match) policy.iprev=127.0.2.13;\n\tspf=pass smtp.mailfrom=" + sender + ";\n\tspf=pass smtp.helo=mail.other.test"
 					if len(got) != 2 || got[0] != want {
 						t.Errorf("message %d:\n%s\nwant first:\n%s", i+1, strings.Join(got, "\n"), want)
 					}

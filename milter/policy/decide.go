@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vouch-mail/vouch/checks/envelope"
 	"github.com/vouch-mail/vouch/checks/spf"
 	"github.com/vouch-mail/vouch/milter/textsafe"
 )
@@ -174,18 +175,11 @@ func render(tmpl string, v Vars, checks []Check) string {
 	r := strings.NewReplacer(
 		"{ip}", textsafe.Printable(v.IP, maxVar),
 		"{helo}", textsafe.Printable(v.HELO, maxVar),
-		"{sender}", textsafe.Printable(orNull(v.Sender), maxVar),
+		"{sender}", textsafe.Printable(envelope.Display(v.Sender), maxVar),
 		"{domain}", textsafe.Printable(v.Domain, maxVar),
 		"{checks}", join(checks),
 	)
 	return textsafe.Reply(r.Replace(tmpl), textsafe.MaxReply)
-}
-
-func orNull(sender string) string {
-	if sender == "" {
-		return "<>"
-	}
-	return sender
 }
 
 // Domains is an allowlist of domain names: "example.com" matches that
