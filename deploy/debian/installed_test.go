@@ -39,6 +39,8 @@ const (
 //	127.0.2.10  mail.good.test: PTR and A agree; good.test's SPF lists it
 //	127.0.2.11  no PTR record
 //	127.0.2.13  mail.other.test, confirmed; good.test's SPF does not list it
+//
+// soft.test's SPF softfails everyone.
 const zone = `
 $ORIGIN test.
 @            SOA ns.test. hostmaster.test. 1 3600 600 86400 60
@@ -49,6 +51,7 @@ mail.other   A   127.0.2.13
 other        TXT "v=spf1 a:mail.other.test -all"
 mail.other   TXT "v=spf1 a -all"
 mail.nospf   A   127.0.2.11
+soft         TXT "v=spf1 ~all"
 10.2.0.127.in-addr.arpa. PTR mail.good.test.
 13.2.0.127.in-addr.arpa. PTR mail.other.test.
 `
@@ -206,12 +209,15 @@ func TestInstalledWithPostfix(t *testing.T) {
 	auth := dnstest.New(t, zone)
 	resolver := startUnbound(t, work, auth.Addr)
 
-	// vouch's configuration: the installed file with two lines changed,
-	// the resolver (docs/dns.md: a local unbound) and the trusted networks
-	// (the test's clients are on loopback, which the file trusts).
+	// vouch's configuration: the installed file with three lines
+	// changed: the resolver (docs/dns.md: a local unbound), the trusted
+	// networks (the test's clients are on loopback, which the file
+	// trusts), and a rule that quarantines SPF softfail, to show the
+	// documented release from Postfix's hold queue.
 	conf := derivedConfig(t, work, map[string]string{
 		"  servers: []": fmt.Sprintf("  servers: [%q]", resolver),
 		`  trusted_networks: ["127.0.0.0/8", "::1/128"]`: `  trusted_networks: ["127.0.0.1/32"]`,
+		"  preset: standard":                             "  preset: standard\n  rules: {spf: {softfail: quarantine}}",
 	})
 	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	v := startVouch(t, work, conf, metrics)
@@ -250,6 +256,32 @@ func TestInstalledWithPostfix(t *testing.T) {
 		c := smtp(t, pf, noPTR, "mail.nospf.test")
 		reply(t, "MAIL", c.MailFrom("bob@nospf.test"), 250, "")
 		reply(t, "RCPT", c.RcptTo("alice@example.test"), 450, "450 4.7.25 Client address 127.0.2.11 has no reverse DNS (PTR) record")
+	})
+	t.Run("quarantine and release", func(t *testing.T) {
+		c := smtp(t, pf, good, "mail.good.test")
+		reply(t, "MAIL", c.MailFrom("carol@soft.test"), 250, "")
+		reply(t, "RCPT", c.RcptTo("alice@example.test"), 250, "")
+		reply(t, "DATA", c.Data(mta.SimpleMessage("carol@soft.test", "alice@example.test", "held", "hello\n")), 250, "")
+		// docs/deployment.md: postqueue -p marks held mail with "!".
+		id := pf.held(t)
+		if n := len(pf.delivered(t, "alice")); n != 1 {
+			t.Fatalf("%d messages delivered before the release, want only the first test's", n)
+		}
+		command(t, "/usr/sbin/postsuper", "-c", pf.dir, "-H", id)
+		command(t, "/usr/sbin/postqueue", "-c", pf.dir, "-i", id)
+		// Maildir names do not sort by arrival: find it by subject.
+		var released *mta.Message
+		for _, m := range pf.mailbox(t, "alice", 2) {
+			if m.Get("Subject") == "held" {
+				released = &m
+			}
+		}
+		if released == nil {
+			t.Fatal("the released message is not in the mailbox")
+		}
+		if ar := released.Get("Authentication-Results"); !strings.Contains(ar, "spf=softfail smtp.mailfrom=carol@soft.test") {
+			t.Errorf("released message: Authentication-Results %q", ar)
+		}
 	})
 	if log := pf.log(); strings.Contains(log, "Milter service") {
 		t.Errorf("Postfix had trouble with the milter:\n%s", log)
@@ -624,7 +656,31 @@ func (pf *postfix) log() string {
 	return string(b)
 }
 
-// mailbox waits for n messages in user's maildir.
+// held waits for one message on hold in postqueue -p (a "!" after the
+// queue id) and returns its id.
+func (pf *postfix) held(t *testing.T) string {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^([0-9A-F]+)!\s`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := command(t, "/usr/sbin/postqueue", "-c", pf.dir, "-p")
+		if m := re.FindStringSubmatch(out); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no held message in postqueue -p:\n%s\n%s", out, pf.log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// delivered lists user's maildir now.
+func (pf *postfix) delivered(t *testing.T, user string) []os.DirEntry {
+	entries, _ := os.ReadDir(filepath.Join(pf.mail, user, "new"))
+	return entries
+}
+
+// mailbox waits for n messages in user's maildir (in no particular order).
 func (pf *postfix) mailbox(t *testing.T, user string, n int) []mta.Message {
 	t.Helper()
 	dir := filepath.Join(pf.mail, user, "new")
