@@ -283,6 +283,17 @@ func TestInstalledWithPostfix(t *testing.T) {
 			t.Errorf("released message: Authentication-Results %q", ar)
 		}
 	})
+	// Sendmail on the same socket, as docs/deployment.md offers: it
+	// connects as root, so it needs no group.
+	t.Run("sendmail", func(t *testing.T) {
+		sm := mta.Start(t, "sendmail", mta.Options{MilterAddr: "local:" + sockPath})
+		c := mta.Dial(t, sm.SMTPAddr(), other)
+		reply(t, "greeting", c.Greeting(), 220, "")
+		reply(t, "EHLO", c.Ehlo("mail.other.test"), 250, "")
+		reply(t, "MAIL", c.MailFrom("mallory@good.test"), 250, "")
+		reply(t, "RCPT", c.RcptTo("alice@"+sm.Domain()), 550,
+			"550 5.7.23 <alice@"+sm.Domain()+">... SPF: 127.0.2.13 is not allowed to send mail from good.test")
+	})
 	if log := pf.log(); strings.Contains(log, "Milter service") {
 		t.Errorf("Postfix had trouble with the milter:\n%s", log)
 	}
