@@ -1,9 +1,11 @@
-# syntax=docker/dockerfile:1
-#
 # vouch as a container image: a static binary on distroless/static, run as
 # an unprivileged numeric user. Build from the repository root:
 #
-#   docker build --build-arg VERSION=$(git describe --tags --always) -t vouch .
+#   docker build --build-arg VERSION=$(deploy/debian/version.sh) -t vouch .
+#
+# No "# syntax=" line: it would make the build fetch a Dockerfile frontend
+# image from the network. RUN --mount needs only the frontend built into
+# BuildKit (Docker 23 and later build with it by default).
 #
 # The image listens beyond loopback (a container's loopback is its own), so
 # the milter port must be reachable only by your MTAs: see
@@ -39,6 +41,11 @@ USER 65532:65532
 # 8895: milter (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER).
 # 9895: /metrics, /healthz, /readyz.
 EXPOSE 8895 9895
+# "vouch healthcheck" asks /readyz on 127.0.0.1:9895 (the image has no
+# shell and no curl). With your own -config and another metrics port, add
+# "-metrics.listen 127.0.0.1:PORT" here.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/vouch", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/vouch"]
 # Embedded defaults, but listening on every address: inside a container
 # 127.0.0.1 is unreachable from the MTA. Mount a configuration and add

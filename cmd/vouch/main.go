@@ -6,6 +6,7 @@
 //	vouch check --ip --helo --from   explain one decision, as the daemon takes it
 //	vouch audit --ip --helo --domain check your own outbound mail server
 //	vouch config check FILE      validate a configuration file
+//	vouch healthcheck            exit 0 if the running vouch is ready (Docker, Kubernetes)
 //	vouch version                print the version
 package main
 
@@ -41,6 +42,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
+	} else if len(args) == 1 {
+		switch args[0] {
+		case "-h", "-help", "--help":
+			cmd = "help"
+		case "-version", "--version":
+			cmd = "version"
+		}
 	}
 	switch cmd {
 	case "serve":
@@ -54,7 +62,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintf(stdout, "vouch %s %s %s/%s\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
-	case "help", "-h", "--help":
+	case "healthcheck":
+		return healthcheckCommand(args, stdout, stderr)
+	case "help":
 		usage(stdout)
 		return exitOK
 	}
@@ -71,10 +81,13 @@ func usage(w io.Writer) {
                               explain the decision vouch would take for one transaction
   vouch audit --ip IP --helo NAME --domain DOMAIN [--smtp HOST:PORT]
                               check your own outgoing mail server as a picky receiver would
-  vouch version               print the version
+  vouch healthcheck [-config FILE]
+                              exit 0 if the running vouch answers ready on /readyz, else 1
+  vouch version               print the version (also --version)
+  vouch help                  print this list (also --help)
 
-Run 'vouch serve -h' for the daemon's flags, 'vouch check -h' and
-'vouch audit -h' for the tools' flags and exit statuses.
+Run 'vouch COMMAND -h' for a command's flags and exit statuses.
+The manual: man 8 vouch; the configuration file: man 5 vouch.yaml.
 `)
 }
 

@@ -134,6 +134,7 @@ func (d *daemon) run(ctx context.Context) error {
 		go func() { errc <- d.http.Serve(d.httpLn) }()
 	}
 	d.ready.Store(true)
+	notifyReady(d.log)
 	d.log.Info("vouch started", "version", versionString(), "milter", d.milterLn.Addr().String(),
 		"metrics", cfg.Metrics.Listen, "dns", strings.Join(d.resolver.Servers(), " "), "preset", cfg.Policy.Preset, "decide_at", string(cfg.Policy.DecideAt),
 		"config", orDefaults(d.flags.configFile))
@@ -145,6 +146,7 @@ func (d *daemon) run(ctx context.Context) error {
 		err = fmt.Errorf("listener failed: %w", err)
 	}
 	d.ready.Store(false)
+	notifyStopping(d.log)
 	timeout := d.cfg.Load().Milter.ShutdownTimeout
 	d.log.Info("shutting down: no new milter connections; waiting for open ones",
 		"open", d.server.Active(), "shutdown_timeout", timeout)
@@ -172,6 +174,7 @@ func orDefaults(path string) string {
 // reload rereads the configuration. A bad file changes nothing; a good
 // one applies to SMTP sessions that start afterwards.
 func (d *daemon) reload() {
+	defer notifyReloading(d.log)()
 	fail := func(err error) {
 		d.log.Error("reload failed; keeping the running configuration", "config", orDefaults(d.flags.configFile),
 			"err", strings.ReplaceAll(err.Error(), "\n", "; "))

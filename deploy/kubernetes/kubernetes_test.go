@@ -105,10 +105,10 @@ func one(t *testing.T, file, apiVersion, kind string) obj {
 }
 
 type manifests struct {
-	cm, deploy, svc, netpol obj
-	cfg                     *config.Config
-	container               obj
-	ports                   map[string]int // container port name -> number
+	cm, deploy, svc, netpol, pdb obj
+	cfg                          *config.Config
+	container                    obj
+	ports                        map[string]int // container port name -> number
 }
 
 func loadAll(t *testing.T) *manifests {
@@ -118,6 +118,7 @@ func loadAll(t *testing.T) *manifests {
 		deploy: one(t, "deployment.yaml", "apps/v1", "Deployment"),
 		svc:    one(t, "service.yaml", "v1", "Service"),
 		netpol: one(t, "networkpolicy.yaml", "networking.k8s.io/v1", "NetworkPolicy"),
+		pdb:    one(t, "poddisruptionbudget.yaml", "policy/v1", "PodDisruptionBudget"),
 	}
 	data := m.cm.str("data", "vouch.yaml")
 	if data == "" {
@@ -210,11 +211,67 @@ func TestConfigMatchesPorts(t *testing.T) {
 		t.Errorf("-config %s is not the ConfigMap %s's vouch.yaml mounted in the container", cfgPath, m.cm.str("metadata", "name"))
 	}
 
-	// Draining: the pod's grace period outlasts vouch's shutdown_timeout.
+	// Draining: a preStop sleep lets the endpoint leave the Service
+	// before SIGTERM (docs/deployment.md), and the pod's grace period
+	// outlasts that sleep plus vouch's shutdown_timeout.
+	sleep, _ := strconv.Atoi(m.container.str("lifecycle", "preStop", "sleep", "seconds"))
+	if sleep <= 0 {
+		t.Errorf("no preStop sleep hook (lifecycle.preStop.sleep.seconds): sessions arriving before the endpoint is removed get tempfailed")
+	}
 	grace, _ := strconv.Atoi(m.deploy.str("spec", "template", "spec", "terminationGracePeriodSeconds"))
-	if float64(grace) <= m.cfg.Milter.ShutdownTimeout.Seconds() {
-		t.Errorf("terminationGracePeriodSeconds %d does not exceed milter.shutdown_timeout %v: open SMTP sessions are killed",
-			grace, m.cfg.Milter.ShutdownTimeout)
+	if float64(grace) <= float64(sleep)+m.cfg.Milter.ShutdownTimeout.Seconds() {
+		t.Errorf("terminationGracePeriodSeconds %d does not exceed preStop %ds + milter.shutdown_timeout %v: open SMTP sessions are killed",
+			grace, sleep, m.cfg.Milter.ShutdownTimeout)
+	}
+}
+
+// TestDisruptionBudget: voluntary evictions leave at least one of the
+// replicas serving.
+func TestDisruptionBudget(t *testing.T) {
+	m := loadAll(t)
+	labels := m.deploy.at("spec", "template", "metadata", "labels").(map[string]any)
+	sel, _ := m.pdb.at("spec", "selector", "matchLabels").(map[string]any)
+	if len(sel) == 0 {
+		t.Fatal("the PodDisruptionBudget selects nothing")
+	}
+	for k, v := range sel {
+		if labels[k] != v {
+			t.Errorf("the PodDisruptionBudget's selector %s=%v does not match vouch's pods", k, v)
+		}
+	}
+	replicas, _ := strconv.Atoi(m.deploy.str("spec", "replicas"))
+	minAvail, err := strconv.Atoi(m.pdb.str("spec", "minAvailable"))
+	if err != nil || minAvail < 1 || minAvail >= replicas {
+		t.Errorf("minAvailable %q with %d replicas: want at least 1 and fewer than the replicas, or nodes cannot drain",
+			m.pdb.str("spec", "minAvailable"), replicas)
+	}
+}
+
+// TestImage: the Deployment's image is set by kustomization.yaml's
+// images: to a registry and a pinned tag, never latest.
+func TestImage(t *testing.T) {
+	m := loadAll(t)
+	image := m.container.str("image")
+	if strings.ContainsAny(image, ":@") {
+		t.Errorf("the Deployment names image %q; leave the tag to kustomization.yaml's images:", image)
+	}
+	k := one(t, "kustomization.yaml", "kustomize.config.k8s.io/v1beta1", "Kustomization")
+	found := false
+	for _, i := range k.list("images") {
+		io := obj(i.(map[string]any))
+		if io.str("name") != image {
+			continue
+		}
+		found = true
+		if tag := io.str("newTag"); tag == "" || tag == "latest" {
+			t.Errorf("images: %s has newTag %q: pin a version", image, tag)
+		}
+		if io.str("newName") == "" {
+			t.Errorf("images: %s has no newName (your registry)", image)
+		}
+	}
+	if !found {
+		t.Errorf("kustomization.yaml's images: does not set the Deployment's image %q", image)
 	}
 }
 
@@ -276,6 +333,21 @@ func TestDockerfile(t *testing.T) {
 		if !slices.Contains(exposed, strconv.Itoa(port)) {
 			t.Errorf("Dockerfile does not EXPOSE the %s port %d", name, port)
 		}
+	}
+	if regexp.MustCompile(`(?m)^# *syntax=`).Match(df) {
+		t.Error("Dockerfile has a # syntax= directive: the build would fetch its frontend from the network")
+	}
+	// A health check the distroless image can run: vouch's own, asking
+	// the metrics port the CMD listens on (on loopback, its default).
+	hc := regexp.MustCompile(`(?m)^HEALTHCHECK .*\\\n\s+CMD \[(.+)\]$|^HEALTHCHECK .*CMD \[(.+)\]$`).FindSubmatch(df)
+	if hc == nil {
+		t.Fatal("Dockerfile has no exec-form HEALTHCHECK")
+	}
+	hcArgs := string(hc[1]) + string(hc[2])
+	if hcArgs != `"/usr/local/bin/vouch", "healthcheck"` {
+		t.Errorf("HEALTHCHECK CMD [%s], want vouch healthcheck", hcArgs)
+	} else if def := config.Default().Metrics.Listen; !strings.HasSuffix(def, ":"+strconv.Itoa(m.ports["metrics"])) {
+		t.Errorf("HEALTHCHECK asks the default %s, the metrics port is %d", def, m.ports["metrics"])
 	}
 	cmd := regexp.MustCompile(`(?m)^CMD \[(.+)\]$`).FindSubmatch(df)
 	if cmd == nil {

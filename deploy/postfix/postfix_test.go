@@ -79,7 +79,7 @@ func TestSnippet(t *testing.T) {
 	}
 
 	// smtpd_milters is relative to the queue directory; it must name the
-	// socket the systemd drop-in and tmpfiles prepare inside it.
+	// socket the packaged configuration listens on and tmpfiles prepares.
 	sock := "/var/spool/postfix/" + strings.TrimPrefix(p["smtpd_milters"], "unix:")
 	tmpfiles, err := os.ReadFile("../systemd/vouch.tmpfiles")
 	if err != nil {
@@ -88,9 +88,12 @@ func TestSnippet(t *testing.T) {
 	if !strings.Contains(string(tmpfiles), "d "+filepath.Dir(sock)+" ") {
 		t.Errorf("../systemd/vouch.tmpfiles does not create %s", filepath.Dir(sock))
 	}
-	dropin, _ := os.ReadFile("../systemd/postfix-chroot.conf")
-	if !strings.Contains(string(dropin), "listen: unix:"+sock) {
-		t.Errorf("../systemd/postfix-chroot.conf does not tell vouch to listen on %s", sock)
+	cfg, err := config.Load("../systemd/vouch.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Milter.Listen.String() != "unix:"+sock {
+		t.Errorf("../systemd/vouch.yaml (/etc/vouch/vouch.yaml) listens on %s, not on %s", cfg.Milter.Listen, sock)
 	}
 }
 
