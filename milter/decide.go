@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -19,11 +20,32 @@ import (
 // and the policy's decision with the allowlist that applied. The reply,
 // the log line, the metrics, the headers and Explain all read it.
 type Outcome struct {
-	Stage    policy.Stage
+	Stage policy.Stage
+	// Client is the client judged: the SMTP client, or the original
+	// client behind a trusted relay.
+	Client   Client
 	Results  Results
 	Decision policy.Decision
 	// Waited is how long the decision waited for checks still running.
 	Waited time.Duration
+}
+
+// Client names the client a decision judged.
+type Client struct {
+	IP   netip.Addr // invalid for a local client
+	HELO string
+	// Relay is the trusted relay the message came through; invalid when
+	// the client sent it straight.
+	Relay netip.Addr
+}
+
+// judged is the client the transaction is judged by: the original client
+// of relayed mail, else the SMTP client.
+func (c *conn) judged() *client {
+	if c.tx != nil && c.tx.origin != nil {
+		return c.tx.origin
+	}
+	return &c.client
 }
 
 // Results are the checks' results; nil for a check that did not run.
@@ -77,7 +99,7 @@ func (c *conn) decide(stage policy.Stage) *Outcome {
 // policy; it records nothing.
 func (c *conn) evaluate(stage policy.Stage) *Outcome {
 	start := time.Now()
-	tx := c.tx
+	tx, cl := c.tx, c.judged()
 	if stage == policy.StageHelo {
 		tx = nil // no transaction yet: only the session's checks count
 	}
@@ -86,18 +108,21 @@ func (c *conn) evaluate(stage policy.Stage) *Outcome {
 	// (a warm cache) there is nothing to bound, and no timer is set
 	// (commit 19de34f: 7 allocations a session).
 	ctx := c.ctx
-	if !c.iprev.ready() || !c.heloCheck.ready() || !c.spfHelo.ready() || tx != nil && !tx.spf.ready() {
+	if !cl.iprev.ready() || !cl.heloCheck.ready() || !cl.spfHelo.ready() || tx != nil && !tx.spf.ready() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(c.ctx, c.gen.cfg.Checks.Deadline+time.Second)
 		defer cancel()
 	}
 
-	o := &Outcome{Stage: stage}
+	o := &Outcome{Stage: stage, Client: Client{IP: cl.addr, HELO: cl.helo}}
+	if cl != &c.client {
+		o.Client.Relay = c.addr
+	}
 	var in policy.Input
-	if c.iprev != nil {
-		r, ok := c.iprev.wait(ctx)
+	if cl.iprev != nil {
+		r, ok := cl.iprev.wait(ctx)
 		if !ok {
-			r = iprev.Result{Verdict: iprev.TempError, IP: c.ip, Err: ctx.Err()}
+			r = iprev.Result{Verdict: iprev.TempError, IP: cl.ip, Err: ctx.Err()}
 		}
 		o.Results.Iprev = &r
 		in.Findings = append(in.Findings, policy.Finding{Check: policy.Iprev, Result: policy.Result(r.Verdict)})
@@ -105,8 +130,8 @@ func (c *conn) evaluate(stage policy.Stage) *Outcome {
 			in.ClientNames = r.Confirmed
 		}
 	}
-	if c.heloCheck != nil {
-		r, ok := c.heloCheck.wait(ctx)
+	if cl.heloCheck != nil {
+		r, ok := cl.heloCheck.wait(ctx)
 		if !ok {
 			r = helo.Result{Verdict: helo.TempError, Err: ctx.Err()}
 		}
@@ -121,8 +146,8 @@ func (c *conn) evaluate(stage policy.Stage) *Outcome {
 		o.Results.SPF = &r
 		in.Findings = append(in.Findings, policy.Finding{Check: policy.SPF, Result: policy.Result(r.Verdict)})
 	}
-	if c.spfHelo != nil && (tx == nil || !envelope.IsNull(tx.sender)) {
-		r, ok := c.spfHelo.wait(ctx)
+	if cl.spfHelo != nil && (tx == nil || !envelope.IsNull(tx.sender)) {
+		r, ok := cl.spfHelo.wait(ctx)
 		if !ok {
 			r = spf.Result{Identity: spf.Helo, Verdict: spf.TempError, Problem: "check deadline exceeded", Err: ctx.Err()}
 		}
@@ -130,7 +155,10 @@ func (c *conn) evaluate(stage policy.Stage) *Outcome {
 		in.Findings = append(in.Findings, policy.Finding{Check: policy.SPFHelo, Result: policy.Result(r.Verdict)})
 	}
 
-	in.Vars = policy.Vars{IP: c.clientIP(), HELO: c.helo, Domain: c.helo}
+	if r := o.Results.Helo; r != nil && (r.Verdict == helo.Match || r.Verdict == helo.Resolves) {
+		in.HeloName = r.Name
+	}
+	in.Vars = policy.Vars{IP: cl.clientIP(), HELO: cl.helo, Domain: cl.helo}
 	if tx != nil {
 		in.Vars.Sender = tx.sender
 		if !envelope.IsNull(tx.sender) {
@@ -139,6 +167,13 @@ func (c *conn) evaluate(stage policy.Stage) *Outcome {
 		}
 	}
 	o.Decision = c.gen.policy.Decide(in)
+	if o.Decision.Refuses() && len(c.gen.policy.AllowSPFDomains) > 0 {
+		// Checked only for mail about to be refused: a pass of a
+		// forwarder's record lets it through (policy.allow_spf_domains).
+		if in.SPFPassDomain = c.spfPassDomain(ctx, cl); in.SPFPassDomain != "" {
+			o.Decision = c.gen.policy.Decide(in)
+		}
+	}
 	o.Waited = time.Since(start)
 	return o
 }
@@ -166,7 +201,10 @@ func (c *conn) logDecision(o *Outcome) {
 	if tx != nil {
 		attrs = append(attrs, "queue_id", textsafe.Log(tx.queueID), "sender", textsafe.Log(envelope.Display(tx.sender)))
 	}
-	attrs = append(attrs, "helo", textsafe.Log(c.helo))
+	if o.Client.Relay.IsValid() {
+		attrs = append(attrs, "relay", o.Client.Relay.String(), "origin_ip", o.Client.IP.String())
+	}
+	attrs = append(attrs, "helo", textsafe.Log(o.Client.HELO))
 	if r.Iprev != nil {
 		attrs = append(attrs, "iprev", string(r.Iprev.Verdict))
 		if len(r.Iprev.Confirmed) > 0 {

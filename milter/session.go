@@ -19,6 +19,7 @@ import (
 	"github.com/vouch-mail/vouch/checks/envelope"
 	"github.com/vouch-mail/vouch/checks/helo"
 	"github.com/vouch-mail/vouch/checks/iprev"
+	"github.com/vouch-mail/vouch/checks/received"
 	"github.com/vouch-mail/vouch/checks/spf"
 	"github.com/vouch-mail/vouch/milter/headers"
 	"github.com/vouch-mail/vouch/milter/policy"
@@ -43,22 +44,37 @@ type conn struct {
 	// nil outside a server connection (Explain).
 	wire *wire
 
-	// Connect stage.
-	ip      net.IP // nil for a local (non-TCP) client
-	addr    netip.Addr
+	// client is the SMTP client and its checks, filled at CONNECT and
+	// HELO; for a trusted relay they stay unchecked.
+	client
 	mtaName string    // the j macro
 	exempt  Exemption // why checks are skipped for the whole session
-	iprev   *future[iprev.Result]
-
-	// HELO stage.
-	helo      string
-	heloCheck *future[helo.Result]
-	spfHelo   *future[spf.Result]
+	// relay: the client is one of policy.trusted_relays; each message is
+	// judged by the original client its Received fields name.
+	relay bool
 	// heloRefusal is a refusal decided at HELO (decide_at: helo); it
 	// answers every later transaction of the session too.
 	heloRefusal *Outcome
 
 	tx *transaction
+}
+
+// client is a client vouch judges, and its checks: the SMTP client, or
+// the original client behind a trusted relay.
+type client struct {
+	ip        net.IP // nil for a local (non-TCP) client
+	addr      netip.Addr
+	helo      string
+	iprev     *future[iprev.Result]
+	heloCheck *future[helo.Result]
+	spfHelo   *future[spf.Result]
+}
+
+func (cl *client) clientIP() string {
+	if cl.ip == nil {
+		return "local"
+	}
+	return cl.addr.String()
 }
 
 // transaction is the per-message state, cleared by Abort and by MAIL FROM.
@@ -70,10 +86,17 @@ type transaction struct {
 	spf     *future[spf.Result]
 	// outcome is the transaction's one decision; nil until it is taken.
 	outcome *Outcome
-	// exemptRecipients were accepted although the outcome refuses.
+	// exemptRecipients were accepted although the outcome refuses (or,
+	// for relayed mail decided later, would be).
 	exemptRecipients []string
-	arSeen           int   // Authentication-Results fields seen
-	forged           []int // their 1-based indices that claim our authserv-id
+	// origin is the original client behind a trusted relay, received
+	// the Received fields that name it, topmost first, and
+	// relayRecipients the exempt or allowed recipients of the message.
+	origin          *client
+	received        []string
+	relayRecipients []string
+	arSeen          int   // Authentication-Results fields seen
+	forged          []int // their 1-based indices that claim our authserv-id
 }
 
 // Exemption says why checks are skipped; it is a metric label value
@@ -146,62 +169,46 @@ func (s session) Connect(host, family string, port uint16, addr net.IP, m *milte
 		c.log.Debug("session exempt from checks", "reason", string(c.exempt), "family", family)
 		return respContinue, nil
 	}
-	cfg := c.gen.cfg.Checks.Iprev
-	if !cfg.Enabled {
+	if c.gen.cfg.Policy.TrustedRelay(c.addr) {
+		c.relay = true
+		c.log.Debug("trusted relay: its messages are judged by their original client", "family", family)
 		return respContinue, nil
 	}
+	cfg := c.gen.cfg.Checks.Iprev
 	// Sendmail names the client by its PTR even when the forward check
 	// failed ({client_resolve} FORGED); only OK is a verified name.
 	// Postfix's connect name is verified or "[ip]".
-	if resolve := m.Macros["{client_resolve}"]; cfg.TrustMTAHostname && (resolve == "" || resolve == "OK") {
+	if resolve := m.Macros["{client_resolve}"]; cfg.Enabled && cfg.TrustMTAHostname && (resolve == "" || resolve == "OK") {
 		if r, ok := iprev.FromMTA(c.ip, host); ok {
 			c.iprev = resolved(r)
 			c.count(checkIprev, string(r.Verdict), 0)
 			return respContinue, nil
 		}
 	}
-	ip, opts := c.ip, cfg.Options
-	c.iprev = startCheck(c, checkIprev, func(ctx context.Context, r dns.Lookuper) iprev.Result {
-		return iprev.Check(ctx, r, ip, opts)
-	}, iprevVerdict, iprevFailed)
+	c.startIprev(&c.client)
 	return respContinue, nil
 }
 
-// newSession clears what a previous CONNECT on this milter connection
-// left: an MTA (or anything else on the socket) may send another, and
-// none of the previous client's state or checks may answer for the new
-// one. The checks still running read only what they were started with.
-func (c *conn) newSession() {
-	if c.connLog == nil {
-		c.connLog = c.log
+// startIprev starts the iprev check of cl, if it is on.
+func (c *conn) startIprev(cl *client) {
+	cfg := c.gen.cfg.Checks.Iprev
+	if !cfg.Enabled {
+		return
 	}
-	c.mtaName, c.exempt = "", ""
-	c.ip, c.addr, c.iprev = nil, netip.Addr{}, nil
-	c.helo, c.heloCheck, c.spfHelo, c.heloRefusal = "", nil, nil, nil
-	c.tx = nil
+	ip, opts := cl.ip, cfg.Options
+	cl.iprev = startCheck(c, checkIprev, func(ctx context.Context, r dns.Lookuper) iprev.Result {
+		return iprev.Check(ctx, r, ip, opts)
+	}, iprevVerdict, iprevFailed)
 }
 
-func (c *conn) clientIP() string {
-	if c.ip == nil {
-		return "local"
-	}
-	return c.addr.String()
-}
-
-func (s session) Helo(name string, m *milter.Modifier) (resp milter.Response, err error) {
-	c := s.c
-	defer c.guard(policy.StageHelo, &resp, &err)
-	// A second HELO/EHLO (after STARTTLS) replaces the first.
-	c.helo = name
-	c.heloCheck, c.spfHelo, c.heloRefusal = nil, nil, nil
-	if c.exempt != "" {
-		return respContinue, nil
-	}
+// startHeloChecks starts the HELO check and the HELO identity's SPF
+// check of cl, those that are on; the HELO check waits for cl's iprev.
+func (c *conn) startHeloChecks(cl *client) {
 	// The checks run in the background: they get their own copies of the
-	// session state they read.
-	rev, ip, checks := c.iprev, c.ip, c.gen.cfg.Checks
+	// state they read.
+	rev, ip, name, checks := cl.iprev, cl.ip, cl.helo, c.gen.cfg.Checks
 	if checks.Helo.Enabled {
-		c.heloCheck = startCheck(c, checkHelo, func(ctx context.Context, r dns.Lookuper) helo.Result {
+		cl.heloCheck = startCheck(c, checkHelo, func(ctx context.Context, r dns.Lookuper) helo.Result {
 			ev := iprev.Result{Verdict: iprev.TempError, IP: ip, Err: errors.New("reverse DNS not checked")}
 			if rev != nil {
 				if v, ok := rev.wait(ctx); ok {
@@ -212,8 +219,54 @@ func (s session) Helo(name string, m *milter.Modifier) (resp milter.Response, er
 		}, heloVerdict, heloFailed, rev)
 	}
 	if checks.SPF.Enabled && checks.SPF.CheckHelo {
-		c.spfHelo = c.startSPFHelo()
+		cl.spfHelo = c.startSPFHelo(cl)
 	}
+}
+
+// startSPF starts the SPF check of the transaction's deciding identity
+// for cl: MAIL FROM, or for the null sender HELO (RFC 7208 §2.4).
+func (c *conn) startSPF(cl *client) {
+	spfCfg := c.gen.cfg.Checks.SPF
+	if !spfCfg.Enabled {
+		return
+	}
+	from := c.tx.sender
+	if envelope.IsNull(from) {
+		c.tx.spf = cl.spfHelo
+		if c.tx.spf == nil {
+			c.tx.spf = c.startSPFHelo(cl)
+		}
+		return
+	}
+	ip, heloName, opts := cl.ip, cl.helo, spfCfg.Options
+	c.tx.spf = startCheck(c, checkSPFMailFrom, func(ctx context.Context, r dns.Lookuper) spf.Result {
+		return spf.CheckMailFrom(ctx, r, ip, heloName, from, opts)
+	}, spfVerdict, spfFailed(spf.MailFrom))
+}
+
+// newSession clears what a previous CONNECT on this milter connection
+// left: an MTA (or anything else on the socket) may send another, and
+// none of the previous client's state or checks may answer for the new
+// one. The checks still running read only what they were started with.
+func (c *conn) newSession() {
+	if c.connLog == nil {
+		c.connLog = c.log
+	}
+	c.mtaName, c.exempt, c.relay = "", "", false
+	c.client, c.heloRefusal = client{}, nil
+	c.tx = nil
+}
+
+func (s session) Helo(name string, m *milter.Modifier) (resp milter.Response, err error) {
+	c := s.c
+	defer c.guard(policy.StageHelo, &resp, &err)
+	// A second HELO/EHLO (after STARTTLS) replaces the first.
+	c.helo = name
+	c.heloCheck, c.spfHelo, c.heloRefusal = nil, nil, nil
+	if c.exempt != "" || c.relay {
+		return respContinue, nil
+	}
+	c.startHeloChecks(&c.client)
 	if c.gen.cfg.Policy.DecideAt == policy.StageHelo {
 		// Only a refusal is answered here: an accepted HELO is decided
 		// again, with the sender's SPF, at MAIL.
@@ -226,8 +279,8 @@ func (s session) Helo(name string, m *milter.Modifier) (resp milter.Response, er
 	return respContinue, nil
 }
 
-func (c *conn) startSPFHelo() *future[spf.Result] {
-	ip, name, opts := c.ip, c.helo, c.gen.cfg.Checks.SPF.Options
+func (c *conn) startSPFHelo(cl *client) *future[spf.Result] {
+	ip, name, opts := cl.ip, cl.helo, c.gen.cfg.Checks.SPF.Options
 	return startCheck(c, checkSPFHelo, func(ctx context.Context, r dns.Lookuper) spf.Result {
 		return spf.CheckHelo(ctx, r, ip, name, opts)
 	}, spfVerdict, spfFailed(spf.Helo))
@@ -251,20 +304,10 @@ func (s session) MailFrom(from string, m *milter.Modifier) (resp milter.Response
 		c.log.Debug("message exempt from checks", "reason", string(c.tx.exempt), "queue_id", textsafe.Log(c.tx.queueID))
 		return respContinue, nil
 	}
-	if spfCfg := c.gen.cfg.Checks.SPF; spfCfg.Enabled {
-		if envelope.IsNull(from) {
-			// The null sender: the HELO identity decides (RFC 7208 §2.4).
-			c.tx.spf = c.spfHelo
-			if c.tx.spf == nil {
-				c.tx.spf = c.startSPFHelo()
-			}
-		} else {
-			ip, heloName, opts := c.ip, c.helo, spfCfg.Options
-			c.tx.spf = startCheck(c, checkSPFMailFrom, func(ctx context.Context, r dns.Lookuper) spf.Result {
-				return spf.CheckMailFrom(ctx, r, ip, heloName, from, opts)
-			}, spfVerdict, spfFailed(spf.MailFrom))
-		}
+	if c.relay {
+		return respContinue, nil // judged at end of headers
 	}
+	c.startSPF(&c.client)
 	if at := c.gen.cfg.Policy.DecideAt; at == policy.StageMail || at == policy.StageHelo {
 		return c.decide(policy.StageMail).reply(), nil
 	}
@@ -278,18 +321,48 @@ func (s session) RcptTo(rcpt string, m *milter.Modifier) (resp milter.Response, 
 	if !c.checked() {
 		return respContinue, nil
 	}
+	if c.relay {
+		// Judged at end of headers, for the whole message.
+		if reason := c.recipientExemption(rcpt); reason != "" {
+			c.tx.relayRecipients = append(c.tx.relayRecipients, rcpt)
+		}
+		return respContinue, nil
+	}
 	o := c.tx.outcome
 	if o == nil {
 		o = c.decide(policy.StageRcpt)
 	}
-	if o.Decision.Refuses() && c.gen.cfg.Policy.ExemptRecipient(rcpt) {
-		c.tx.exemptRecipients = append(c.tx.exemptRecipients, rcpt)
-		c.srv.metrics.ExemptRecipients.Inc()
-		c.log.Info("exempt recipient accepted despite the verdict", "queue_id", textsafe.Log(c.tx.queueID),
-			"rcpt", textsafe.Log(rcpt), "verdict", o.Decision.Action.String())
+	if reason := c.recipientExemption(rcpt); o.Decision.Refuses() && reason != "" {
+		c.acceptRecipient(rcpt, reason, o)
 		return respContinue, nil
 	}
 	return o.reply(), nil
+}
+
+// recipientExemption says why rcpt is accepted whatever the verdict:
+// "exempt_recipient" (policy.exempt_recipients, RFC 5321 §4.5.1),
+// "allowed_recipient" (policy.allow_recipients: forwarded mail), or "".
+func (c *conn) recipientExemption(rcpt string) string {
+	p := &c.gen.cfg.Policy
+	switch {
+	case p.ExemptRecipient(rcpt):
+		return "exempt_recipient"
+	case p.AllowedRecipient(rcpt):
+		return "allowed_recipient"
+	}
+	return ""
+}
+
+// acceptRecipient accepts rcpt although o refuses, and says so.
+func (c *conn) acceptRecipient(rcpt, reason string, o *Outcome) {
+	c.tx.exemptRecipients = append(c.tx.exemptRecipients, rcpt)
+	if reason == "exempt_recipient" {
+		c.srv.metrics.ExemptRecipients.Inc()
+	} else {
+		c.srv.metrics.Exemptions.WithLabelValues(reason).Inc()
+	}
+	c.log.Info("exempt recipient accepted despite the verdict", "queue_id", textsafe.Log(c.tx.queueID),
+		"rcpt", textsafe.Log(rcpt), "reason", reason, "verdict", o.Decision.Action.String())
 }
 
 // checked reports whether the transaction under way is checked: there
@@ -302,6 +375,9 @@ func (s session) Header(name, value string, m *milter.Modifier) (resp milter.Res
 	c := s.c
 	defer c.guard(policy.StageEOM, &resp, &err)
 	c.queueID(m)
+	if c.relay && c.checked() && strings.EqualFold(name, "Received") && len(c.tx.received) <= received.MaxHops {
+		c.tx.received = append(c.tx.received, boundedField(value))
+	}
 	if c.tx == nil || c.exempt != "" || !c.gen.cfg.Headers.RemoveForged || !strings.EqualFold(name, "Authentication-Results") {
 		return respContinue, nil
 	}
@@ -312,8 +388,13 @@ func (s session) Header(name, value string, m *milter.Modifier) (resp milter.Res
 	return respContinue, nil
 }
 
-func (s session) Headers(h textproto.MIMEHeader, m *milter.Modifier) (milter.Response, error) {
-	return s.c.send(respContinue), nil
+func (s session) Headers(h textproto.MIMEHeader, m *milter.Modifier) (resp milter.Response, err error) {
+	c := s.c
+	defer c.guard(policy.StageEOH, &resp, &err)
+	if !c.relay || !c.checked() {
+		return respContinue, nil
+	}
+	return c.answerRelayed(c.decideRelayed()), nil
 }
 
 func (s session) BodyChunk(chunk []byte, m *milter.Modifier) (milter.Response, error) {
@@ -328,7 +409,14 @@ func (s session) Body(m *milter.Modifier) (resp milter.Response, err error) {
 		return respContinue, nil
 	}
 	o := c.tx.outcome
-	if o == nil {
+	switch {
+	case o == nil && c.relay:
+		// No end of headers seen (a message without a header): decide
+		// the relayed message here.
+		if o = c.decideRelayed(); c.answerRelayed(o) != respContinue {
+			return o.reply(), nil
+		}
+	case o == nil:
 		o = c.decide(policy.StageEOM)
 	}
 	if err := c.writeHeaders(m, o); err != nil {
@@ -400,15 +488,20 @@ type Field struct{ Name, Value string }
 // fields are the header fields for the transaction's outcome, in the
 // order they appear at the top of the message.
 func (c *conn) fields(o *Outcome) []Field {
+	// The judged client: the original one for relayed mail.
+	var ip net.IP
+	if o.Client.IP.IsValid() {
+		ip = net.IP(o.Client.IP.AsSlice())
+	}
 	in := headers.Input{
 		AuthServID: c.authServID(),
-		ClientIP:   c.ip,
-		HELO:       c.helo,
+		ClientIP:   ip,
+		HELO:       o.Client.HELO,
 		Receiver:   c.receiver(),
 	}
 	r := o.Results
 	if r.Iprev != nil {
-		in.Iprev = &headers.IprevInfo{Result: r.Iprev.AuthResult(), IP: c.ip}
+		in.Iprev = &headers.IprevInfo{Result: r.Iprev.AuthResult(), IP: ip}
 	}
 	if r.Helo != nil {
 		in.HeloResult = string(r.Helo.Verdict)

@@ -101,6 +101,27 @@ type Policy struct {
 	ExemptRecipients   []string       `yaml:"exempt_recipients"`
 	AllowSenderDomains policy.Domains `yaml:"allow_sender_domains"`
 	AllowClientNames   policy.Domains `yaml:"allow_client_names"`
+	// AllowSPFDomains: mail is accepted when the client passes the SPF
+	// record of one of these domains (a forwarding service's).
+	AllowSPFDomains policy.Domains `yaml:"allow_spf_domains"`
+	// AllowHeloNames: mail is accepted from a client whose HELO is one of
+	// these names, but only when the name is its confirmed rDNS name or
+	// its A/AAAA holds the client's address.
+	AllowHeloNames policy.Domains `yaml:"allow_helo_names"`
+	// AllowRecipients are accepted whatever the verdict, as exempt
+	// recipients are: mail forwarded to them breaks SPF.
+	AllowRecipients []string `yaml:"allow_recipients"`
+	// TrustedRelays are your own relays (backup MX, inbound gateways):
+	// vouch does not judge them but the client named in the Received
+	// field they wrote, at end of headers.
+	TrustedRelays []netip.Prefix `yaml:"trusted_relays"`
+	// RelayUnparsed is the answer for a trusted relay's message whose
+	// Received fields do not name the original client: Accept (record
+	// that it was not checked) or TempFail.
+	RelayUnparsed policy.Action `yaml:"relay_unparsed"`
+	// Domains override cells of the table for mail from these sender
+	// domains ("example.com", or ".example.com" for it and below).
+	Domains map[string]policy.Table `yaml:"domains"`
 }
 
 // DryRunAll in policy.dry_run stands for every check.
@@ -145,6 +166,12 @@ func Default() *Config {
 			ExemptRecipients:   []string{"postmaster", "abuse"},
 			AllowSenderDomains: policy.Domains{},
 			AllowClientNames:   policy.Domains{},
+			AllowSPFDomains:    policy.Domains{},
+			AllowHeloNames:     policy.Domains{},
+			AllowRecipients:    []string{},
+			TrustedRelays:      []netip.Prefix{},
+			RelayUnparsed:      policy.Accept,
+			Domains:            map[string]policy.Table{},
 		},
 		Headers: Headers{AuthenticationResults: true, ReceivedSPF: true, RemoveForged: true},
 	}
@@ -255,6 +282,19 @@ func (p *Policy) Compile() (*policy.Policy, error) {
 	if err := tbl.Validate(); err != nil {
 		return nil, err
 	}
+	var domains []policy.DomainTable
+	for entry, cells := range p.Domains {
+		t := tbl.Clone()
+		for check, rules := range cells {
+			for result, rule := range rules {
+				t.Set(check, result, rule)
+			}
+		}
+		if err := t.Validate(); err != nil {
+			return nil, fmt.Errorf("domains.%s: %w", entry, err)
+		}
+		domains = append(domains, policy.DomainTable{Domain: entry, Table: t})
+	}
 	dry := map[policy.Check]bool{}
 	for _, c := range p.DryRun {
 		if c == DryRunAll {
@@ -265,8 +305,9 @@ func (p *Policy) Compile() (*policy.Policy, error) {
 		}
 		dry[c] = true
 	}
-	return &policy.Policy{Table: tbl, DryRun: dry,
-		AllowSenderDomains: p.AllowSenderDomains, AllowClientNames: p.AllowClientNames}, nil
+	return &policy.Policy{Table: tbl, DryRun: dry, Domains: policy.SortDomainTables(domains),
+		AllowSenderDomains: p.AllowSenderDomains, AllowClientNames: p.AllowClientNames,
+		AllowHeloNames: p.AllowHeloNames, AllowSPFDomains: p.AllowSPFDomains}, nil
 }
 
 // Trusted reports whether ip is in policy.trusted_networks.
@@ -281,11 +322,28 @@ func (p *Policy) Trusted(ip netip.Addr) bool {
 
 // ExemptRecipient reports whether rcpt (an address, maybe in <>) is in
 // policy.exempt_recipients: a local part at any domain, or the address.
-func (p *Policy) ExemptRecipient(rcpt string) bool {
+func (p *Policy) ExemptRecipient(rcpt string) bool { return recipientListed(rcpt, p.ExemptRecipients) }
+
+// AllowedRecipient reports whether rcpt is in policy.allow_recipients.
+func (p *Policy) AllowedRecipient(rcpt string) bool { return recipientListed(rcpt, p.AllowRecipients) }
+
+// TrustedRelay reports whether ip is in policy.trusted_relays.
+func (p *Policy) TrustedRelay(ip netip.Addr) bool {
+	for _, n := range p.TrustedRelays {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// recipientListed matches a recipient against local parts (any domain)
+// and whole addresses, case-insensitively.
+func recipientListed(rcpt string, list []string) bool {
 	addr := strings.ToLower(strings.Trim(rcpt, "<> "))
 	local, _, _ := strings.Cut(addr, "@")
-	for _, e := range p.ExemptRecipients {
-		if e == addr || e == local {
+	for _, e := range list {
+		if e = strings.ToLower(e); e == addr || e == local {
 			return true
 		}
 	}

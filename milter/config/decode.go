@@ -147,6 +147,20 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	switch v.Kind() {
 	case reflect.Struct:
 		d.mapping(n, v, path)
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			d.errorf(n.Line, path, "want a mapping, not %s", describe(n))
+			return
+		}
+		m := reflect.MakeMap(v.Type())
+		for _, kv := range d.pairs(n, path) {
+			p := child(path, kv[0].Value)
+			d.lines[p] = kv[0].Line
+			e := reflect.New(v.Type().Elem()).Elem()
+			d.value(kv[1], e, p)
+			m.SetMapIndex(reflect.ValueOf(kv[0].Value), e)
+		}
+		v.Set(m)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			d.errorf(n.Line, path, "want a list, not %s", describe(n))

@@ -65,9 +65,24 @@ func (c *Config) validate() Errors {
 	if _, err := policy.Preset(c.Policy.Preset); err != nil {
 		add("policy.preset", "%v", err)
 	}
-	for i, r := range c.Policy.ExemptRecipients {
-		if r == "" || strings.ContainsAny(r, " <>") || strings.Count(r, "@") > 1 {
-			add(fmt.Sprintf("policy.exempt_recipients.%d", i), "want a local part (postmaster) or an address (abuse@example.com), not %q", r)
+	for key, list := range map[string][]string{"policy.exempt_recipients": c.Policy.ExemptRecipients, "policy.allow_recipients": c.Policy.AllowRecipients} {
+		for i, r := range list {
+			if r == "" || strings.ContainsAny(r, " <>") || strings.Count(r, "@") > 1 {
+				add(fmt.Sprintf("%s.%d", key, i), "want a local part (postmaster) or an address (abuse@example.com), not %q", r)
+			}
+		}
+	}
+	for i, d := range c.Policy.AllowSPFDomains {
+		if strings.HasPrefix(d, ".") {
+			add(fmt.Sprintf("policy.allow_spf_domains.%d", i), "want a domain whose SPF record is checked, not a suffix %q", d)
+		}
+	}
+	if a := c.Policy.RelayUnparsed; a != policy.Accept && a != policy.TempFail {
+		add("policy.relay_unparsed", "must be accept or tempfail, not %q", a)
+	}
+	for entry := range c.Policy.Domains {
+		if _, err := parseDomainEntry(entry); err != nil || entry != strings.ToLower(strings.TrimSuffix(entry, ".")) {
+			add("policy.domains."+entry, "want a lower-case domain (example.com) or a suffix (.example.com), not %q", entry)
 		}
 	}
 	if id := c.Headers.AuthServID; id != "" && !headers.ValidAuthServID(id) {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"sort"
 	"strconv"
 	"strings"
 
@@ -20,6 +21,46 @@ type Policy struct {
 	// AllowClientNames: clients with one of these forward-confirmed names
 	// are accepted whatever any check says.
 	AllowClientNames Domains
+	// AllowHeloNames: clients whose HELO is one of these names, verified
+	// (the confirmed rDNS name, or its A/AAAA holds the client), are
+	// accepted.
+	AllowHeloNames Domains
+	// AllowSPFDomains: clients that pass the SPF record of one of these
+	// domains are accepted; the caller checks them (Input.SPFPassDomain).
+	AllowSPFDomains Domains
+	// Domains are the tables for listed sender domains, most specific
+	// first; other senders get Table.
+	Domains []DomainTable
+}
+
+// DomainTable is the table for mail from one sender domain, or from a
+// domain and those below it (".example.com").
+type DomainTable struct {
+	Domain string
+	Table  Table
+}
+
+// SortDomainTables orders ts most specific first: longer entries first,
+// and an exact domain before the suffix of the same name.
+func SortDomainTables(ts []DomainTable) []DomainTable {
+	sort.Slice(ts, func(i, j int) bool {
+		a, b := strings.TrimPrefix(ts[i].Domain, "."), strings.TrimPrefix(ts[j].Domain, ".")
+		if len(a) != len(b) {
+			return len(a) > len(b)
+		}
+		return ts[i].Domain > ts[j].Domain // "x" sorts after ".x": exact first
+	})
+	return ts
+}
+
+// tableFor is the table that decides for mail from senderDomain.
+func (p *Policy) tableFor(senderDomain string) (Table, string) {
+	for _, dt := range p.Domains {
+		if _, ok := (Domains{dt.Domain}).Match(senderDomain); ok {
+			return dt.Table, dt.Domain
+		}
+	}
+	return p.Table, ""
 }
 
 // Finding is one check's result.
@@ -42,7 +83,13 @@ type Input struct {
 	// SenderDomain is the MAIL FROM domain, "" for the null sender or
 	// before MAIL.
 	SenderDomain string
-	Vars         Vars
+	// HeloName is the HELO name when the HELO check verified it (match
+	// or resolves), else "".
+	HeloName string
+	// SPFPassDomain is the first of AllowSPFDomains whose SPF record the
+	// client passes, "" if none (or none was checked).
+	SPFPassDomain string
+	Vars          Vars
 }
 
 // Allowance names the allowlist that turned a refusal into accept; it is
@@ -52,7 +99,12 @@ type Allowance string
 const (
 	AllowedClientName   Allowance = "allowed_client_name"
 	AllowedSenderDomain Allowance = "allowed_sender_domain"
+	AllowedHeloName     Allowance = "allowed_helo_name"
+	AllowedSPFDomain    Allowance = "allowed_spf_domain"
 )
+
+// Allowances lists them, for the metrics.
+var Allowances = []Allowance{AllowedClientName, AllowedSenderDomain, AllowedHeloName, AllowedSPFDomain}
 
 // Decision is what the policy says about one transaction.
 type Decision struct {
@@ -73,6 +125,9 @@ type Decision struct {
 	// entry (and the name it matched), "" when none did.
 	Allowed   Allowance
 	AllowedBy string
+	// DomainRules is the policy.domains entry whose table decided, ""
+	// for the main table.
+	DomainRules string
 }
 
 // DryRun reports whether a dry-run check changed the outcome.
@@ -97,9 +152,10 @@ const maxVar = 120
 // severe action wins; two or more rejecting checks answer with the
 // Multiple rule (5.7.26).
 func (p *Policy) Decide(in Input) Decision {
-	would := p.outcome(in.Findings, false)
-	eff := p.outcome(in.Findings, true)
-	d := Decision{Action: eff.action, Would: would.action}
+	tbl, entry := p.tableFor(in.SenderDomain)
+	would := p.outcome(tbl, in.Findings, false)
+	eff := p.outcome(tbl, in.Findings, true)
+	d := Decision{Action: eff.action, Would: would.action, DomainRules: entry}
 	out := eff
 	if d.Would != d.Action && eff.action < TempFail {
 		// Nothing is sent; report what the dry-run checks would have answered.
@@ -127,6 +183,12 @@ func (p *Policy) allowed(in Input) (Allowance, string) {
 			return AllowedClientName, "client name " + n + " is in policy.allow_client_names"
 		}
 	}
+	if _, ok := p.AllowHeloNames.Match(in.HeloName); ok {
+		return AllowedHeloName, "HELO " + in.HeloName + " is in policy.allow_helo_names and names the client"
+	}
+	if in.SPFPassDomain != "" {
+		return AllowedSPFDomain, "the client passes the SPF record of " + in.SPFPassDomain + " (policy.allow_spf_domains)"
+	}
 	if _, ok := p.AllowSenderDomains.Match(in.SenderDomain); ok && !spfFailed(in.Findings) {
 		// A sender domain is trivially forged; only SPF can say the mail
 		// is not from it, so an SPF fail still counts.
@@ -150,10 +212,10 @@ type outcome struct {
 	checks []Check // the checks whose rules give action
 }
 
-func (p *Policy) outcome(findings []Finding, skipDryRun bool) outcome {
+func (p *Policy) outcome(tbl Table, findings []Finding, skipDryRun bool) outcome {
 	var o outcome
 	for _, f := range findings {
-		rule, ok := p.Table[f.Check][f.Result]
+		rule, ok := tbl[f.Check][f.Result]
 		if !ok || rule.Action == Accept || (skipDryRun && p.DryRun[f.Check]) {
 			continue
 		}

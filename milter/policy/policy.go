@@ -57,11 +57,14 @@ const (
 	StageHelo    Stage = "helo"
 	StageMail    Stage = "mail"
 	StageRcpt    Stage = "rcpt"
-	StageEOM     Stage = "eom"
+	// StageEOH is the end of the header: mail from a trusted relay is
+	// decided there, and the MTA answers the DATA command with it.
+	StageEOH Stage = "eoh"
+	StageEOM Stage = "eom"
 )
 
 // Stages lists the stages in dialogue order; they are metric label values.
-var Stages = []Stage{StageConnect, StageHelo, StageMail, StageRcpt, StageEOM}
+var Stages = []Stage{StageConnect, StageHelo, StageMail, StageRcpt, StageEOH, StageEOM}
 
 // DecideStages are the stages policy.decide_at may name.
 var DecideStages = []Stage{StageRcpt, StageMail, StageHelo}
@@ -124,6 +127,17 @@ func (t Table) Set(check Check, result Result, rule Rule) {
 		t[check] = map[Result]Rule{}
 	}
 	t[check][result] = rule
+}
+
+// Clone returns a deep copy.
+func (t Table) Clone() Table {
+	c := make(Table, len(t))
+	for check, cells := range t {
+		for result, rule := range cells {
+			c.Set(check, result, rule)
+		}
+	}
+	return c
 }
 
 // Validate reports every problem with the table, naming check and result.
