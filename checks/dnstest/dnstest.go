@@ -302,7 +302,7 @@ func (s *Server) TotalQueries() int {
 
 // QueryLog lists "name TYPE/proto" for every distinct query seen, with
 // counts, for failure messages; proto is "udp" or "tcp", followed by
-// "+edns" when the query carried EDNS.
+// "-noedns" when the query carried no EDNS.
 func (s *Server) QueryLog() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -312,8 +312,8 @@ func (s *Server) QueryLog() []string {
 		if k.tcp {
 			proto = "tcp"
 		}
-		if k.edns {
-			proto += "+edns"
+		if !k.edns {
+			proto += "-noedns"
 		}
 		out = append(out, fmt.Sprintf("%s %s/%s x%d", k.name, dns.TypeToString[k.qtype], proto, n))
 	}
