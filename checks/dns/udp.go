@@ -90,9 +90,6 @@ func exchangeUDP(ctx context.Context, q *mdns.Msg, server string, timeout time.D
 		}
 		n, err := conn.Read(buf)
 		if err != nil {
-			if ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
-				err = fmt.Errorf("%w: %w", err, ctx.Err())
-			}
 			if skipped > 0 {
 				return nil, &strayError{skipped, err}
 			}
