@@ -235,19 +235,26 @@ var failing = regexp.MustCompile(`(?:^|[\s;])(?:iprev|spf)=(?:fail|permerror)\b`
 // (FORMERR, NOTIMP and other codes, a closed TCP retry, and stray UDP
 // datagrams: garbage, wrong IDs, forged answers without or to another
 // question, echoes, floods) through the milter protocol under every
-// preset, each at every name a session looks up. None may give a 5xx,
+// preset, at each name a session looks up, and at all of them at once. None may give a 5xx,
 // nor fail or permerror in the Authentication-Results vouch inserts, nor
 // a fail or permerror Received-SPF: a DNS fault is temperror (RFC 7208
 // §4.4, §5; RFC 8601 §2.7.3). When the right answer follows the fault,
 // the mail passes as if nothing had happened.
 func TestDNSFaultsNeverAccuse(t *testing.T) {
-	targets := []struct{ what, name, sender string }{
-		{"PTR", "20.0.0.127.in-addr.arpa.", "a@fault.test"},
-		{"PTR name A/AAAA", "ptr.fault.test", "a@fault.test"},
-		{"HELO name", "helo.fault.test", "a@fault.test"},
-		{"HELO name, null sender", "helo.fault.test", ""},
-		{"sender TXT", "fault.test", "a@fault.test"},
-		{"include target", "target.fault.test", "a@inc.fault.test"},
+	every := []string{"20.0.0.127.in-addr.arpa.", "ptr.fault.test", "helo.fault.test", "fault.test", "inc.fault.test", "target.fault.test"}
+	targets := []struct {
+		what   string
+		names  []string
+		sender string
+	}{
+		{"PTR", every[:1], "a@fault.test"},
+		{"PTR name A/AAAA", every[1:2], "a@fault.test"},
+		{"HELO name", every[2:3], "a@fault.test"},
+		{"HELO name, null sender", every[2:3], ""},
+		{"sender TXT", every[3:4], "a@fault.test"},
+		{"include target", every[5:6], "a@inc.fault.test"},
+		// A resolver that misbehaves so for every query.
+		{"every name", every, "a@inc.fault.test"},
 	}
 	for _, f := range strayFaults() {
 		for _, tg := range targets {
@@ -255,7 +262,9 @@ func TestDNSFaultsNeverAccuse(t *testing.T) {
 				t.Run(f.name+"/"+tg.what+"/"+preset, func(t *testing.T) {
 					t.Parallel()
 					rig := startStrayRig(t, preset)
-					rig.dns.SetFault(tg.name, f.fault)
+					for _, n := range tg.names {
+						rig.dns.SetFault(n, f.fault)
+					}
 					rcpt, fields := rig.session(t, tg.sender)
 					ar, rspf := fields["Authentication-Results"], fields["Received-SPF"]
 					t.Logf("RCPT %q; Authentication-Results: %s", rcpt, strings.ReplaceAll(ar, "\n\t", " "))
