@@ -271,3 +271,29 @@ host  A    192.0.2.1
 		}
 	}
 }
+
+// TestStrayErrorsSaySo: the error of a lookup that met strays says how
+// many, for the postmaster reading the log.
+func TestStrayErrorsSaySo(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault dnstest.Fault
+		want  string
+	}{
+		{"strays, then nothing", dnstest.Fault{Before: []dnstest.Datagram{dnstest.Garbage, dnstest.NoQuestion}, Drop: true},
+			"i/o timeout (2 datagrams that do not answer the query skipped)"},
+		{"flood", dnstest.Fault{Before: slices.Repeat([]dnstest.Datagram{dnstest.WrongIDGarbage}, maxStrayDatagrams)},
+			"gave up after 32 datagrams that do not answer the query"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, srv, _, _ := setup(t, func(c *Config) { c.Timeout = 200 * time.Millisecond })
+			srv.SetFault("spf.example.com", tc.fault)
+			_, err := r.LookupTXT(ctxT(t), "spf.example.com")
+			de := checkErr(t, err, "spf.example.com", wantErr{temporary: true, timeout: strings.HasPrefix(tc.want, "i/o timeout")})
+			if de != nil && de.Err != tc.want {
+				t.Errorf("Err %q, want %q", de.Err, tc.want)
+			}
+		})
+	}
+}

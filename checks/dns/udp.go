@@ -24,7 +24,7 @@ const maxDatagram = 4096
 const maxStrayDatagrams = 32
 
 // errStrayFlood ends an exchange that skipped maxStrayDatagrams datagrams.
-var errStrayFlood = errors.New("too many datagrams that do not answer the query")
+var errStrayFlood = errors.New("gave up")
 
 // datagrams holds read buffers of maxDatagram+1 octets: one more than
 // accepted, so that an oversized datagram shows as such instead of being
@@ -43,6 +43,9 @@ type strayError struct {
 }
 
 func (e *strayError) Error() string {
+	if e.err == errStrayFlood {
+		return fmt.Sprintf("gave up after %d datagrams that do not answer the query", e.skipped)
+	}
 	return fmt.Sprintf("%v (%d datagrams that do not answer the query skipped)", e.err, e.skipped)
 }
 
