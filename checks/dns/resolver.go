@@ -30,7 +30,7 @@ type Resolver struct {
 	group   singleflight.Group
 	tcp     *mdns.Client // UDP is exchangeUDP's own
 	// budget bounds a shared upstream flight, whoever waits for it: every
-	// attempt, each possibly retried over TCP.
+	// attempt, each possibly asked again without EDNS and retried over TCP.
 	budget time.Duration
 	// preferred is the index of the server that last answered, tried
 	// first, so that a dead first server costs one timeout, not one per

@@ -68,10 +68,9 @@ func exchangeUDP(ctx context.Context, q *mdns.Msg, server string, timeout time.D
 		deadline = d
 	}
 	var dialer net.Dialer
-	dctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
 	// A connected socket: the kernel drops datagrams from other addresses.
-	conn, err := dialer.DialContext(dctx, "udp", server)
+	// (Dialling UDP sends nothing and does not wait.)
+	conn, err := dialer.DialContext(ctx, "udp", server)
 	if err != nil {
 		return nil, err
 	}
