@@ -129,9 +129,8 @@ func TestStrayDatagramsSkipped(t *testing.T) {
 		name   string
 		before []dnstest.Datagram
 	}{
-		// Oversized once only: a burst of 65,000-octet datagrams would
-		// overflow the socket's receive buffer, and the kernel would drop
-		// the answer with them.
+		// Oversized once only: a burst of big datagrams could overflow the
+		// socket's receive buffer, and the kernel drop the answer with them.
 		{"all kinds, up to the bound", append(slices.Repeat(all[:len(all)-1], (maxStrayDatagrams-1)/(len(all)-1)), dnstest.Oversized)},
 	}
 	for _, d := range all {

@@ -73,7 +73,8 @@ const (
 	// not a response (QR=0) and no records.
 	Echo
 	// Oversized has the query's ID and forged records, padded with an
-	// EDNS option to 65,000 octets.
+	// EDNS option to 8,000 octets: more than the 4,096 a client reads at
+	// most (and than any buffer it advertises).
 	Oversized
 )
 
@@ -442,7 +443,7 @@ func stray(d Datagram, r *dns.Msg) []byte {
 	case Oversized:
 		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 		o.SetUDPSize(dns.DefaultMsgSize)
-		o.Option = []dns.EDNS0{&dns.EDNS0_PADDING{Padding: make([]byte, 65000)}}
+		o.Option = []dns.EDNS0{&dns.EDNS0_PADDING{Padding: make([]byte, 8000)}}
 		m.Extra = append(m.Extra, o)
 	}
 	b, err := m.Pack()
