@@ -143,3 +143,53 @@ func FuzzAnswer(f *testing.F) {
 		classify(m, m, nil)
 	})
 }
+
+// FuzzDatagram: whatever arrives on a query's UDP socket, answerTo takes
+// it only if it is a response to that query, and a datagram without the
+// query's question never gives a verdict (data, NXDOMAIN or NODATA): at
+// most a temporary failure, a retry without EDNS or over TCP.
+func FuzzDatagram(f *testing.F) {
+	q := newQuery("a.example.", mdns.TypeTXT, true)
+	q.Id = 0x1234
+	reply := func(edit func(m *mdns.Msg)) {
+		m := new(mdns.Msg)
+		m.SetReply(q)
+		txt, _ := mdns.NewRR(`a.example. 60 TXT "v=spf1 -all"`)
+		m.Answer = []mdns.RR{txt}
+		edit(m)
+		wire, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(wire)
+	}
+	reply(func(*mdns.Msg) {})
+	reply(func(m *mdns.Msg) { m.Question = nil })
+	reply(func(m *mdns.Msg) { m.Question = nil; m.Answer = nil; m.Rcode = mdns.RcodeFormatError })
+	reply(func(m *mdns.Msg) { m.Question = nil; m.Answer = nil; m.Truncated = true })
+	reply(func(m *mdns.Msg) { m.Question[0].Name = "b.example." })
+	reply(func(m *mdns.Msg) { m.Id++ })
+	reply(func(m *mdns.Msg) { m.Response = false })
+	reply(func(m *mdns.Msg) { m.Question = append(m.Question, m.Question[0]) })
+	f.Add([]byte{0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1})
+	f.Add([]byte{0x12, 0x34, 0x81})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m := answerTo(q, b)
+		if m == nil {
+			return
+		}
+		if m.Id != q.Id || !m.Response || len(b) > maxDatagram {
+			t.Fatalf("took %v", m)
+		}
+		matched := len(m.Question) == 1 && strings.EqualFold(m.Question[0].Name, "a.example.") &&
+			m.Question[0].Qtype == mdns.TypeTXT && m.Question[0].Qclass == mdns.ClassINET
+		if !matched && len(m.Question) != 0 {
+			t.Fatalf("took an answer to another question: %v", m)
+		}
+		if !matched && !m.Truncated {
+			if _, fail := classify(q, m, nil); fail == nil || !fail.temporary {
+				t.Fatalf("a datagram without the question gave a verdict: %v", m)
+			}
+		}
+	})
+}

@@ -28,10 +28,9 @@ type Resolver struct {
 	obs     Observer
 	cache   *lru.Cache[key, *entry] // nil: caching disabled
 	group   singleflight.Group
-	udp     *mdns.Client
-	tcp     *mdns.Client
+	tcp     *mdns.Client // UDP is exchangeUDP's own
 	// budget bounds a shared upstream flight, whoever waits for it: every
-	// attempt, each possibly retried over TCP.
+	// attempt, each possibly asked again without EDNS and retried over TCP.
 	budget time.Duration
 	// preferred is the index of the server that last answered, tried
 	// first, so that a dead first server costs one timeout, not one per
@@ -87,7 +86,6 @@ func newResolver(cfg Config, obs Observer, resolvConf string) (*Resolver, error)
 		cfg:     cfg,
 		servers: servers,
 		obs:     obs,
-		udp:     &mdns.Client{Net: "udp", Timeout: cfg.Timeout, UDPSize: ednsSize},
 		tcp:     &mdns.Client{Net: "tcp", Timeout: cfg.Timeout},
 		budget:  2 * cfg.Timeout * time.Duration(cfg.Attempts),
 		now:     time.Now,
@@ -453,18 +451,24 @@ type attemptFailure struct {
 	msg                string
 }
 
-// query makes one attempt at one server: UDP, then TCP if the answer was
-// truncated. It reports the attempt to the Observer.
+// query makes one attempt at one server: UDP with EDNS; again without
+// EDNS if the server answered FORMERR; then TCP if the answer was
+// truncated. It reports the attempt to the Observer, once.
 func (r *Resolver) query(ctx context.Context, server, fqdn string, qtype uint16) (*mdns.Msg, *attemptFailure) {
-	q := new(mdns.Msg)
-	q.SetQuestion(fqdn, qtype)
-	q.SetEdns0(ednsSize, false)
+	q := newQuery(fqdn, qtype, true)
 
 	r.obs.InFlight(1)
 	start := time.Now()
-	m, err := r.exchangeOnce(ctx, r.udp, q, server)
+	m, err := exchangeUDP(ctx, q, server, r.cfg.Timeout)
+	if err == nil && m.Rcode == mdns.RcodeFormatError {
+		// RFC 6891 §7: a server that does not implement EDNS answers
+		// FORMERR to a query with an OPT record. Ask it without one
+		// (answers over 512 octets then come truncated, and over TCP).
+		q = newQuery(fqdn, qtype, false)
+		m, err = exchangeUDP(ctx, q, server, r.cfg.Timeout)
+	}
 	if err == nil && m.Truncated {
-		m, err = r.exchangeOnce(ctx, r.tcp, q, server)
+		m, err = r.exchangeTCP(ctx, q, server)
 	}
 	d := time.Since(start)
 	r.obs.InFlight(-1)
@@ -474,41 +478,58 @@ func (r *Resolver) query(ctx context.Context, server, fqdn string, qtype uint16)
 	return m, f
 }
 
-func (r *Resolver) exchangeOnce(ctx context.Context, c *mdns.Client, q *mdns.Msg, server string) (*mdns.Msg, error) {
+// newQuery is a recursive query with a random ID, advertising ednsSize
+// with EDNS0 when edns is set.
+func newQuery(fqdn string, qtype uint16, edns bool) *mdns.Msg {
+	q := new(mdns.Msg)
+	q.SetQuestion(fqdn, qtype)
+	if edns {
+		q.SetEdns0(ednsSize, false)
+	}
+	return q
+}
+
+func (r *Resolver) exchangeTCP(ctx context.Context, q *mdns.Msg, server string) (*mdns.Msg, error) {
 	actx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	m, _, err := c.ExchangeContext(actx, q, server)
+	m, _, err := r.tcp.ExchangeContext(actx, q, server)
 	return m, err
 }
 
 // classify sorts the result of one attempt into an Observer outcome and,
-// unless the answer is definitive, a failure. Temporary: timeouts, network
-// errors, SERVFAIL, REFUSED (another try, or later, may work). Permanent:
-// FORMERR, NOTIMP and other codes, malformed or mismatched answers.
+// unless the answer is definitive (NOERROR or NXDOMAIN, answering the
+// question), a failure. Every failure is temporary (RFC 7208 §4.4, §5:
+// every RCODE but 0 and 3, a timeout, an answer that cannot be used):
+// another try, another server, or a later delivery attempt may work, and
+// none of them says anything about the name.
 func classify(q, m *mdns.Msg, err error) (string, *attemptFailure) {
 	if err != nil {
 		var ne net.Error
 		var de *mdns.Error
+		var se *strayError
+		msg := err.Error()
 		switch {
 		case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
-			return OutcomeTimeout, &attemptFailure{temporary: true, timeout: true, msg: "i/o timeout"}
+			msg = "i/o timeout"
+			if errors.As(err, &se) {
+				msg = fmt.Sprintf("i/o timeout (%d datagrams that do not answer the query skipped)", se.skipped)
+			}
+			return OutcomeTimeout, &attemptFailure{temporary: true, timeout: true, msg: msg}
 		case errors.As(err, &de):
-			return OutcomeError, &attemptFailure{msg: "malformed answer: " + err.Error()}
+			// Over TCP: the stream holds one answer, and it is broken.
+			msg = "malformed answer: " + msg
 		}
-		return OutcomeError, &attemptFailure{temporary: true, msg: err.Error()}
+		return OutcomeError, &attemptFailure{temporary: true, msg: msg}
 	}
-	qq := q.Question[0]
-	if len(m.Question) > 0 {
-		mq := m.Question[0]
-		if len(m.Question) != 1 || mq.Qtype != qq.Qtype || mq.Qclass != qq.Qclass || !strings.EqualFold(mq.Name, qq.Name) {
-			return OutcomeError, &attemptFailure{msg: "answer does not match the question"}
-		}
+	if !m.Response || !answersQuestion(q, m) {
+		return OutcomeError, &attemptFailure{temporary: true, msg: "answer does not match the question"}
 	}
 	switch m.Rcode {
 	case mdns.RcodeSuccess:
+		qt := q.Question[0].Qtype
 		for _, rr := range m.Answer {
 			// A CNAME counts: the caller follows the chain.
-			if t := rr.Header().Rrtype; t == qq.Qtype || t == mdns.TypeCNAME {
+			if t := rr.Header().Rrtype; t == qt || t == mdns.TypeCNAME {
 				return OutcomeSuccess, nil
 			}
 		}
@@ -520,7 +541,7 @@ func classify(q, m *mdns.Msg, err error) (string, *attemptFailure) {
 	case mdns.RcodeRefused:
 		return OutcomeRefused, &attemptFailure{temporary: true, msg: "query refused (REFUSED)"}
 	}
-	return OutcomeError, &attemptFailure{msg: "server answered " + rcodeName(m.Rcode)}
+	return OutcomeError, &attemptFailure{temporary: true, msg: "server answered " + rcodeName(m.Rcode)}
 }
 
 func rcodeName(rc int) string {

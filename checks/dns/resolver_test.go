@@ -295,8 +295,8 @@ func TestLookupErrors(t *testing.T) {
 		{"timeout", &dnstest.Fault{Drop: true}, "spf.example.com", "txt", wantErr{temporary: true, timeout: true}, true},
 		{"timeout A and AAAA", &dnstest.Fault{Drop: true}, "mail.example.com", "ip", wantErr{temporary: true, timeout: true}, true},
 		{"SERVFAIL PTR", &dnstest.Fault{Rcode: mdns.RcodeServerFailure}, dnstest.ReverseName("192.0.2.25"), "ptr", wantErr{temporary: true}, true},
-		{"FORMERR is permanent", &dnstest.Fault{Rcode: mdns.RcodeFormatError}, "spf.example.com", "txt", wantErr{}, true},
-		{"NOTIMP is permanent", &dnstest.Fault{Rcode: mdns.RcodeNotImplemented}, "spf.example.com", "txt", wantErr{}, true},
+		{"FORMERR is temporary", &dnstest.Fault{Rcode: mdns.RcodeFormatError}, "spf.example.com", "txt", wantErr{temporary: true}, true},
+		{"NOTIMP is temporary", &dnstest.Fault{Rcode: mdns.RcodeNotImplemented}, "spf.example.com", "txt", wantErr{temporary: true}, true},
 		{"CNAME loop is permanent", nil, "loop1.example.com", "ip", wantErr{}, true},
 		{"invalid PTR name is permanent", nil, "192.0.2.9", "ptr", wantErr{}, true},
 		{"invalid MX name is permanent", nil, "badptr.example.com", "mx", wantErr{}, true},
@@ -409,8 +409,8 @@ func itoa(i int) string {
 	return itoa(i/10) + string(rune('0'+i%10))
 }
 
-// TestClassify covers answers dnstest cannot give: it always echoes the
-// question and sends well-formed messages.
+// TestClassify covers the classification of single answers, as they come
+// over TCP (over UDP, exchangeUDP skips the ones that do not answer).
 func TestClassify(t *testing.T) {
 	q := new(mdns.Msg)
 	q.SetQuestion("a.example.", mdns.TypeTXT)
@@ -433,13 +433,22 @@ func TestClassify(t *testing.T) {
 	}{
 		{"answer", reply(func(m *mdns.Msg) { m.Answer = []mdns.RR{txt} }), nil, OutcomeSuccess, false, false},
 		{"question in other case", reply(func(m *mdns.Msg) { m.Question[0].Name = "A.Example."; m.Answer = []mdns.RR{txt} }), nil, OutcomeSuccess, false, false},
-		{"no question echoed", reply(func(m *mdns.Msg) { m.Question = nil; m.Answer = []mdns.RR{txt} }), nil, OutcomeSuccess, false, false},
+		{"no question echoed", reply(func(m *mdns.Msg) { m.Question = nil; m.Answer = []mdns.RR{txt} }), nil, OutcomeError, true, true},
+		{"no question, NXDOMAIN", reply(func(m *mdns.Msg) { m.Question = nil; m.Rcode = mdns.RcodeNameError }), nil, OutcomeError, true, true},
+		{"no question, FORMERR", reply(func(m *mdns.Msg) { m.Question = nil; m.Rcode = mdns.RcodeFormatError }), nil, OutcomeError, true, true},
+		{"no question, SERVFAIL", reply(func(m *mdns.Msg) { m.Question = nil; m.Rcode = mdns.RcodeServerFailure }), nil, OutcomeServFail, true, true},
+		{"not a response", reply(func(m *mdns.Msg) { m.Response = false; m.Answer = []mdns.RR{txt} }), nil, OutcomeError, true, true},
+		{"FORMERR", reply(func(m *mdns.Msg) { m.Rcode = mdns.RcodeFormatError }), nil, OutcomeError, true, true},
+		{"NOTIMP", reply(func(m *mdns.Msg) { m.Rcode = mdns.RcodeNotImplemented }), nil, OutcomeError, true, true},
 		{"unrelated records only", reply(func(m *mdns.Msg) { m.Answer = []mdns.RR{other} }), nil, OutcomeNoData, false, false},
-		{"other name", reply(func(m *mdns.Msg) { m.Question[0].Name = "b.example." }), nil, OutcomeError, true, false},
-		{"other type", reply(func(m *mdns.Msg) { m.Question[0].Qtype = mdns.TypeA }), nil, OutcomeError, true, false},
-		{"two questions", reply(func(m *mdns.Msg) { m.Question = append(m.Question, m.Question[0]) }), nil, OutcomeError, true, false},
-		{"YXDOMAIN", reply(func(m *mdns.Msg) { m.Rcode = mdns.RcodeYXDomain }), nil, OutcomeError, true, false},
-		{"malformed", nil, unpackErr, OutcomeError, true, false},
+		{"other name", reply(func(m *mdns.Msg) { m.Question[0].Name = "b.example." }), nil, OutcomeError, true, true},
+		{"other type", reply(func(m *mdns.Msg) { m.Question[0].Qtype = mdns.TypeA }), nil, OutcomeError, true, true},
+		{"two questions", reply(func(m *mdns.Msg) { m.Question = append(m.Question, m.Question[0]) }), nil, OutcomeError, true, true},
+		{"YXDOMAIN", reply(func(m *mdns.Msg) { m.Rcode = mdns.RcodeYXDomain }), nil, OutcomeError, true, true},
+		{"malformed", nil, unpackErr, OutcomeError, true, true},
+		{"wrong ID over TCP", nil, mdns.ErrId, OutcomeError, true, true},
+		{"strays, then timeout", nil, &strayError{3, &net.OpError{Op: "read", Err: timeoutError{}}}, OutcomeTimeout, true, true},
+		{"stray flood", nil, &strayError{maxStrayDatagrams, errStrayFlood}, OutcomeError, true, true},
 		{"timeout", nil, &net.OpError{Op: "read", Err: timeoutError{}}, OutcomeTimeout, true, true},
 		{"connection refused", nil, &net.OpError{Op: "read", Err: errors.New("connection refused")}, OutcomeError, true, true},
 		{"TCP closed early", nil, io.ErrUnexpectedEOF, OutcomeError, true, true},

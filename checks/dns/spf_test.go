@@ -42,7 +42,7 @@ voids      TXT  "v=spf1 a:n1.spf.test a:n2.spf.test a:n3.spf.test -all"
 		{"SERVFAIL on the record", "pass.spf.test", "pass.spf.test", servfail, spf.TempError},
 		{"SERVFAIL on an include", "failing.spf.test", "broken.spf.test", servfail, spf.TempError},
 		{"timeout on an a: lookup", "pass.spf.test", "host.spf.test", dnstest.Fault{Drop: true}, spf.TempError},
-		{"FORMERR on the record", "pass.spf.test", "pass.spf.test", dnstest.Fault{Rcode: mdns.RcodeFormatError}, spf.PermError},
+		{"FORMERR on the record", "pass.spf.test", "pass.spf.test", dnstest.Fault{Rcode: mdns.RcodeFormatError}, spf.TempError},
 		{"CNAME loop at the record", "loop1.spf.test", "", dnstest.Fault{}, spf.PermError},
 		{"more than 2 void lookups", "voids.spf.test", "", dnstest.Fault{}, spf.PermError},
 	}

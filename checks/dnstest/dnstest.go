@@ -1,7 +1,8 @@
 // Package dnstest runs a small authoritative DNS server on loopback for
-// tests. Zones are written as RFC 1035 zone text; faults (drop, delay,
-// SERVFAIL, REFUSED, truncation) can be injected per name; every query is
-// counted so tests can assert caching and coalescing.
+// tests. Zones are written as RFC 1035 zone text; faults (drop, delay, any
+// RCODE, truncation, FORMERR to EDNS, TCP closed, stray datagrams ahead of
+// the answer) can be injected per name; every query is counted so tests
+// can assert caching, coalescing and retries.
 //
 // It is a real server speaking real DNS over UDP and TCP: the resolver under
 // test cannot tell it from a production authoritative server.
@@ -32,6 +33,86 @@ type Fault struct {
 	// Truncate: over UDP answer with TC=1 and no records, forcing a retry
 	// over TCP; over TCP answer normally.
 	Truncate bool
+	// FormErrEDNS: answer a query that carries EDNS (an OPT record) with
+	// FORMERR and no OPT, as a server that predates EDNS does (RFC 6891
+	// §7); answer a query without EDNS normally.
+	FormErrEDNS bool
+	// Bare: an Rcode or FormErrEDNS answer is a header only, without the
+	// question, as from a server that could not parse the query.
+	Bare bool
+	// CloseTCP: over TCP, close the connection without answering.
+	CloseTCP bool
+	// Before lists datagrams sent, in order, ahead of the answer over UDP
+	// (ignored over TCP). With Drop, they are all the client gets.
+	Before []Datagram
+}
+
+// Datagram is a stray UDP datagram the server can send ahead of its
+// answer: what an off-path attacker who guessed the client's port, or a
+// broken middlebox, might put on the wire. Those that carry records carry
+// forged ones (see Forged).
+type Datagram int
+
+const (
+	// Garbage has the query's ID and a header saying "response", then
+	// bytes that do not parse (a compression pointer to itself).
+	Garbage Datagram = iota + 1
+	// Short is 3 bytes: not even a header.
+	Short
+	// WrongID is a well-formed answer with forged records and another ID.
+	WrongID
+	// WrongIDGarbage is Garbage with another ID.
+	WrongIDGarbage
+	// NoQuestion has the query's ID, NOERROR and forged records, and no
+	// question section.
+	NoQuestion
+	// OtherQuestion has the query's ID, forged records at the query's
+	// name, and the question of another name.
+	OtherQuestion
+	// Echo is the query itself sent back: the right ID and question, but
+	// not a response (QR=0) and no records.
+	Echo
+	// Oversized has the query's ID and forged records, padded with an
+	// EDNS option to 8,000 octets: more than the 4,096 a client reads at
+	// most (and than any buffer it advertises).
+	Oversized
+)
+
+var datagramNames = map[Datagram]string{
+	Garbage: "garbage", Short: "short", WrongID: "wrong ID", WrongIDGarbage: "wrong-ID garbage",
+	NoQuestion: "no question", OtherQuestion: "other question", Echo: "echoed query", Oversized: "oversized",
+}
+
+func (d Datagram) String() string {
+	if n, ok := datagramNames[d]; ok {
+		return n
+	}
+	return fmt.Sprintf("Datagram(%d)", int(d))
+}
+
+// Forged returns the records the stray datagrams carry for name and
+// qtype: ones that would change a verdict if a client believed them.
+//
+//	A     192.0.2.66
+//	AAAA  2001:db8::66
+//	TXT   "v=spf1 -all"
+//	PTR   forged.dnstest.invalid.
+//	MX    10 forged.dnstest.invalid.
+func Forged(name string, qtype uint16) []dns.RR {
+	hdr := dns.RR_Header{Name: dns.Fqdn(name), Rrtype: qtype, Class: dns.ClassINET, Ttl: 300}
+	switch qtype {
+	case dns.TypeA:
+		return []dns.RR{&dns.A{Hdr: hdr, A: net.IPv4(192, 0, 2, 66).To4()}}
+	case dns.TypeAAAA:
+		return []dns.RR{&dns.AAAA{Hdr: hdr, AAAA: net.ParseIP("2001:db8::66")}}
+	case dns.TypeTXT:
+		return []dns.RR{&dns.TXT{Hdr: hdr, Txt: []string{"v=spf1 -all"}}}
+	case dns.TypePTR:
+		return []dns.RR{&dns.PTR{Hdr: hdr, Ptr: "forged.dnstest.invalid."}}
+	case dns.TypeMX:
+		return []dns.RR{&dns.MX{Hdr: hdr, Preference: 10, Mx: "forged.dnstest.invalid."}}
+	}
+	return nil
 }
 
 // Server is an authoritative DNS server on 127.0.0.1, same port for UDP and
@@ -55,6 +136,7 @@ type queryKey struct {
 	name  string
 	qtype uint16
 	tcp   bool
+	edns  bool
 }
 
 // rootSOA answers negatives for names outside any zone the test wrote, so
@@ -186,14 +268,30 @@ func (s *Server) Queries(name string, qtype uint16) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := canonical(name)
-	return s.counts[queryKey{n, qtype, false}] + s.counts[queryKey{n, qtype, true}]
+	total := 0
+	for _, tcp := range []bool{false, true} {
+		for _, edns := range []bool{false, true} {
+			total += s.counts[queryKey{n, qtype, tcp, edns}]
+		}
+	}
+	return total
 }
 
 // QueriesTCP counts queries received over TCP for name and type.
 func (s *Server) QueriesTCP(name string, qtype uint16) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.counts[queryKey{canonical(name), qtype, true}]
+	n := canonical(name)
+	return s.counts[queryKey{n, qtype, true, false}] + s.counts[queryKey{n, qtype, true, true}]
+}
+
+// QueriesNoEDNS counts queries received without EDNS (no OPT record) for
+// name and type, over UDP and TCP.
+func (s *Server) QueriesNoEDNS(name string, qtype uint16) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := canonical(name)
+	return s.counts[queryKey{n, qtype, false, false}] + s.counts[queryKey{n, qtype, true, false}]
 }
 
 // TotalQueries counts every query received since start or ResetCounts.
@@ -203,8 +301,9 @@ func (s *Server) TotalQueries() int {
 	return s.total
 }
 
-// QueryLog lists "name TYPE" for every distinct query seen, with counts, for
-// failure messages.
+// QueryLog lists "name TYPE/proto" for every distinct query seen, with
+// counts, for failure messages; proto is "udp" or "tcp", followed by
+// "-noedns" when the query carried no EDNS.
 func (s *Server) QueryLog() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -213,6 +312,9 @@ func (s *Server) QueryLog() []string {
 		proto := "udp"
 		if k.tcp {
 			proto = "tcp"
+		}
+		if !k.edns {
+			proto += "-noedns"
 		}
 		out = append(out, fmt.Sprintf("%s %s/%s x%d", k.name, dns.TypeToString[k.qtype], proto, n))
 	}
@@ -253,14 +355,24 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, tcp bool) {
 	}
 	q := r.Question[0]
 	name := strings.ToLower(q.Name)
+	opt := r.IsEdns0()
 
 	s.mu.Lock()
-	s.counts[queryKey{name, q.Qtype, tcp}]++
+	s.counts[queryKey{name, q.Qtype, tcp, opt != nil}]++
 	s.total++
 	fault, faulty := s.faults[name]
 	s.mu.Unlock()
 
 	if faulty {
+		if tcp && fault.CloseTCP {
+			w.Close()
+			return
+		}
+		if !tcp {
+			for _, d := range fault.Before {
+				w.Write(stray(d, r))
+			}
+		}
 		if fault.Drop {
 			return
 		}
@@ -277,14 +389,21 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, tcp bool) {
 	m.SetReply(r)
 	m.Authoritative = true
 	udpSize := dns.MinMsgSize
-	if opt := r.IsEdns0(); opt != nil {
+	if opt != nil {
 		udpSize = int(opt.UDPSize())
 		m.SetEdns0(opt.UDPSize(), false)
 	}
 	switch {
-	case faulty && fault.Rcode != 0:
+	case faulty && (fault.Rcode != 0 || fault.FormErrEDNS && opt != nil):
 		m.Rcode = fault.Rcode
+		if fault.FormErrEDNS && opt != nil {
+			m.Rcode = dns.RcodeFormatError
+			m.Extra = nil // a server without EDNS sends no OPT
+		}
 		m.Authoritative = false
+		if fault.Bare {
+			m.Question = nil
+		}
 	case faulty && fault.Truncate && !tcp:
 		m.Truncated = true
 	default:
@@ -294,6 +413,44 @@ func (s *Server) serve(w dns.ResponseWriter, r *dns.Msg, tcp bool) {
 		}
 	}
 	w.WriteMsg(m)
+}
+
+// stray builds the datagram d for the query r.
+func stray(d Datagram, r *dns.Msg) []byte {
+	q := r.Question[0]
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Answer = Forged(q.Name, q.Qtype)
+	switch d {
+	case Garbage, WrongIDGarbage:
+		// A header with one question, then a name that is a compression
+		// pointer to itself: no parser can get past it.
+		b := []byte{byte(r.Id >> 8), byte(r.Id), 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1}
+		if d == WrongIDGarbage {
+			b[0] ^= 0xff
+		}
+		return b
+	case Short:
+		return []byte{byte(r.Id >> 8), byte(r.Id), 0x81}
+	case WrongID:
+		m.Id ^= 0xffff
+	case NoQuestion:
+		m.Question = nil
+	case OtherQuestion:
+		m.Question[0].Name = "other." + q.Name
+	case Echo:
+		m = r.Copy()
+	case Oversized:
+		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+		o.SetUDPSize(dns.DefaultMsgSize)
+		o.Option = []dns.EDNS0{&dns.EDNS0_PADDING{Padding: make([]byte, 8000)}}
+		m.Extra = append(m.Extra, o)
+	}
+	b, err := m.Pack()
+	if err != nil {
+		panic("dnstest: packing a stray datagram: " + err.Error())
+	}
+	return b
 }
 
 // answer fills m with the records for name/qtype, following CNAMEs held

@@ -71,7 +71,7 @@ good17      A     192.0.2.17
 ; RFC 2317 classless delegation: the reverse name is a CNAME
 10.100.51.198.in-addr.arpa. CNAME 10.0-63.100.51.198.in-addr.arpa.
 10.0-63.100.51.198.in-addr.arpa. PTR classless.example.com.
-; PTR lookup answers NOTIMP: a permanent failure
+; PTR lookup answers NOTIMP: a temporary failure (RFC 7208 §5, RFC 8601 §2.7.3)
 14.2.0.192.in-addr.arpa. PTR mail.example.com.
 ; forward lookup answers NOTIMP
 15.2.0.192.in-addr.arpa. PTR notimp.example.com.
@@ -161,10 +161,10 @@ func TestCheck(t *testing.T) {
 			ptr: []string{"broken.example.com", "good7.example.com"}, confirmed: []string{"good7.example.com"}},
 		{name: "forward lookup hangs, another confirms", ip: "192.0.2.9", timeout: time.Second, verdict: Pass, auth: "pass", wantIP: "192.0.2.9",
 			ptr: []string{"good9.example.com", "hang.example.com"}, confirmed: []string{"good9.example.com"}},
-		{name: "PTR lookup NOTIMP", ip: "192.0.2.14", verdict: PermError, auth: "permerror", wantIP: "192.0.2.14",
-			errSet: true},
-		{name: "forward lookup NOTIMP", ip: "192.0.2.15", verdict: PermError, auth: "permerror", wantIP: "192.0.2.15",
-			ptr: []string{"notimp.example.com"}, errSet: true},
+		{name: "PTR lookup NOTIMP", ip: "192.0.2.14", verdict: TempError, auth: "temperror", wantIP: "192.0.2.14",
+			errTemp: true, errSet: true},
+		{name: "forward lookup NOTIMP", ip: "192.0.2.15", verdict: TempError, auth: "temperror", wantIP: "192.0.2.15",
+			ptr: []string{"notimp.example.com"}, errTemp: true, errSet: true},
 		{name: "only PTR names that are not host names", ip: "192.0.2.16", verdict: PermError, auth: "permerror", wantIP: "192.0.2.16",
 			errSet: true},
 		{name: "bad PTR name ignored beside a good one", ip: "192.0.2.17", verdict: Pass, auth: "pass", wantIP: "192.0.2.17",
