@@ -1,7 +1,6 @@
 package milter_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,11 +15,11 @@ import (
 	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
-	"github.com/vouch-mail/vouch/milter/policy"
 )
 
 // This file is self-contained on purpose: it drives vouch only through
@@ -49,49 +47,26 @@ target   TXT   "v=spf1 ip4:127.0.0.20 -all"
 type strayRig struct {
 	dns  *dnstest.Server
 	addr string
-	logs *strayLog
-}
-
-// strayLog collects vouch's log from several goroutines.
-type strayLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *strayLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *strayLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
+	logs *checktest.LogBuffer
 }
 
 func startStrayRig(t *testing.T, preset string) *strayRig {
 	t.Helper()
-	rig := &strayRig{dns: dnstest.New(t, strayZone), logs: &strayLog{}}
+	rig := &strayRig{dns: dnstest.New(t, strayZone), logs: &checktest.LogBuffer{}}
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	// One attempt of 0.25 s: a fault that hides the answer costs that.
-	res, err := dns.New(dns.Config{Servers: []string{rig.dns.Addr}, Timeout: 250 * time.Millisecond, Attempts: 1}, m.DNSObserver())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := milter.DefaultSettings(res)
-	tbl, err := policy.Preset(preset)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Policy = &policy.Policy{Table: tbl, DryRun: map[policy.Check]bool{}}
-	s.Preset = preset
-	s.TrustedNetworks = nil
-	s.Deadline = 3 * time.Second
-	srv := milter.NewServer(s, milter.Options{
+	res := checktest.ResolverFor(t, checktest.Config(rig.dns.Addr, 250*time.Millisecond), m.DNSObserver())
+	cfg := config.Default()
+	cfg.Policy.Preset = preset
+	cfg.Policy.TrustedNetworks = nil
+	cfg.Checks.Deadline = 3 * time.Second
+	srv, err := milter.NewServer(cfg, res, milter.Options{
 		Logger:  slog.New(slog.NewTextHandler(rig.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics: m,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

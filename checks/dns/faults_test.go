@@ -142,7 +142,7 @@ func TestStrayDatagramsSkipped(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r, srv, _, obs := setup(t, func(c *Config) { c.Timeout = 2 * time.Second; c.CacheSize = -1 })
+			r, srv, _, obs := setup(t, func(c *Config) { c.Timeout = 2 * time.Second; c.CacheSize = 0 })
 			for _, n := range faultNames {
 				srv.SetFault(n, dnstest.Fault{Before: tc.before})
 			}
@@ -177,7 +177,7 @@ func TestFormErrToEDNSRetriedWithout(t *testing.T) {
 			name = "header only"
 		}
 		t.Run(name, func(t *testing.T) {
-			r, srv, _, obs := setup(t, func(c *Config) { c.CacheSize = -1 })
+			r, srv, _, obs := setup(t, func(c *Config) { c.CacheSize = 0 })
 			for _, n := range faultNames {
 				srv.SetFault(n, dnstest.Fault{FormErrEDNS: true, Bare: bare})
 			}
