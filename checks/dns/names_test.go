@@ -51,7 +51,7 @@ func TestCanonicalBounds(t *testing.T) {
 	}{
 		{strings.Repeat("a", 63) + ".com", true},
 		{strings.Repeat("a", 64) + ".com", false},
-		{strings.Repeat("\xff", 63) + ".com", true}, // 63 octets, 252 in escaped form
+		{strings.Repeat("\xff", 63) + ".com", true},   // 63 octets, 252 in escaped form
 		{strings.Repeat("abcdefgh.", 28) + "a", true}, // 253
 		{strings.Repeat("abcdefgh.", 28) + "ab", false},
 		{"a..b", false},
