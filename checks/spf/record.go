@@ -51,7 +51,7 @@ func (t *Term) body() string {
 }
 
 // SyntaxError says which term of a record breaks the RFC 7208 grammar, and
-// how. Term is untrusted DNS text; Error quotes it with %q.
+// how. Term is untrusted DNS text; Error shows it with quoteTerm.
 type SyntaxError struct {
 	Term   string
 	Reason string
@@ -61,7 +61,23 @@ func (e *SyntaxError) Error() string {
 	if e.Term == "" {
 		return e.Reason
 	}
-	return fmt.Sprintf("term %q: %s", e.Term, e.Reason)
+	return "term " + quoteTerm(e.Term) + ": " + e.Reason
+}
+
+// quoteTerm shows a term from DNS in single quotes, each byte outside
+// printable ASCII as '?': fit for a log line, a reply or a header's
+// quoted-string, which escape or refuse '"' and '\\'.
+func quoteTerm(t string) string {
+	b := make([]byte, 0, len(t)+2)
+	b = append(b, '\'')
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if c < 0x20 || c > 0x7e {
+			c = '?'
+		}
+		b = append(b, c)
+	}
+	return string(append(b, '\''))
 }
 
 // ParseRecord parses an SPF record (a TXT string for which IsRecord is

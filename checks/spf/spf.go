@@ -169,6 +169,9 @@ func check(ctx context.Context, r dns.Lookuper, ip net.IP, helo, sender string, 
 		if se := rec.syntax; se != nil && errors.Is(err, blitiri.ErrUnknownField) {
 			res.Syntax = &RecordError{Domain: se.domain, Term: se.err.Term, Reason: se.err.Reason}
 			res.Problem = res.Syntax.Error()
+			if strings.EqualFold(se.domain, res.Domain) {
+				res.Problem = "syntax error: " + se.err.Error() // the domain is said already
+			}
 			res.Err = fmt.Errorf("spf: %s for %s: %w", res.Domain, ip, se.err)
 			break
 		}
@@ -196,7 +199,7 @@ func (e *RecordError) Error() string {
 	if e.Term == "" {
 		return fmt.Sprintf("syntax error in the SPF record of %s: %s", e.Domain, e.Reason)
 	}
-	return fmt.Sprintf("syntax error in the SPF record of %s: term %q: %s", e.Domain, e.Term, e.Reason)
+	return fmt.Sprintf("syntax error in the SPF record of %s: term %s: %s", e.Domain, quoteTerm(e.Term), e.Reason)
 }
 
 // permProblem names the cause of a permerror for a human.

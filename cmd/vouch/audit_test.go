@@ -219,7 +219,7 @@ func TestAuditDNSFindings(t *testing.T) {
 			"spf": `fail|nospf.test: none, no SPF record|publish an SPF record listing every server that sends for nospf.test, e.g. nospf.test TXT "v=spf1 ip4:127.0.0.20 -all"`,
 		}},
 		{"SPF permerror", "--ip 127.0.0.20 --helo mail.good.test --domain broken.test", exitFindings, want{
-			"spf": `fail|broken.test: permerror, unknown term in SPF record; record "v=spf1 frobnicate -all"|correct the SPF record of broken.test (unknown term in SPF record)`,
+			"spf": `fail|broken.test: permerror, syntax error: term 'frobnicate': unknown mechanism; record "v=spf1 frobnicate -all"|correct the SPF record of broken.test (syntax error: term 'frobnicate': unknown mechanism)`,
 		}},
 		{"not a domain", "--ip 127.0.0.20 --helo mail.good.test --domain localhost", exitFindings, want{
 			"spf": "fail|none: sender domain is not a domain name|give --domain your envelope sender domain, e.g. example.com",
