@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// Record is an SPF record parsed by the RFC 7208 §4.6.1/§12 grammar. The
+// Record is an SPF record parsed by the RFC 7208 section 4.6.1/§12 grammar. The
 // text comes from DNS: it is untrusted, and every field holds only bytes
 // the grammar allows (printable ASCII).
 type Record struct {
@@ -83,13 +83,13 @@ func quoteTerm(t string) string {
 // ParseRecord parses an SPF record (a TXT string for which IsRecord is
 // true) strictly: every term, including those after the first that would
 // match and the modifiers a evaluator ignores, must follow the grammar
-// (RFC 7208 §4.6: the whole record is checked before evaluation). The
+// (RFC 7208 section 4.6: the whole record is checked before evaluation). The
 // error is a *SyntaxError.
 func ParseRecord(txt string) (*Record, error) {
 	if !IsRecord(txt) {
 		return nil, &SyntaxError{Reason: "not an SPF record (no v=spf1)"}
 	}
-	// 7-bit printable ASCII and SP only (RFC 7208 §3.1, §4.6.1: terms are
+	// 7-bit printable ASCII and SP only (RFC 7208 section 3.1, §4.6.1: terms are
 	// separated by SP, macro-literal is %x21-7E).
 	for i := 0; i < len(txt); i++ {
 		if c := txt[i]; c < 0x20 || c > 0x7e {
@@ -123,12 +123,12 @@ func ParseRecord(txt string) (*Record, error) {
 		switch {
 		case t.Modifier && t.Name == "redirect":
 			if rec.Redirect != nil {
-				return nil, &SyntaxError{Term: t.Text, Reason: "redirect appears twice (RFC 7208 §6)"}
+				return nil, &SyntaxError{Term: t.Text, Reason: "redirect appears twice (RFC 7208 section 6)"}
 			}
 			rec.Redirect = t
 		case t.Modifier && t.Name == "exp":
 			if rec.Exp != nil {
-				return nil, &SyntaxError{Term: t.Text, Reason: "exp appears twice (RFC 7208 §6)"}
+				return nil, &SyntaxError{Term: t.Text, Reason: "exp appears twice (RFC 7208 section 6)"}
 			}
 			rec.Exp = t
 		}
@@ -147,7 +147,7 @@ func termAround(txt string, i int) string {
 }
 
 // modifierName returns the length of a modifier's name when f starts with
-// name "=" (RFC 7208 §4.6.1: name = ALPHA *( ALPHA / DIGIT / "-" / "_" /
+// name "=" (RFC 7208 section 4.6.1: name = ALPHA *( ALPHA / DIGIT / "-" / "_" /
 // "." )), else 0. The "=" before any ":" or "/" is what tells a modifier
 // from a mechanism.
 func modifierName(f string) int {
@@ -209,7 +209,7 @@ func parseTerm(f string) (Term, error) {
 	case "include", "exists":
 		spec, ok := strings.CutPrefix(rest, ":")
 		if !ok {
-			return bad("%s needs \":\" and a domain", t.Name)
+			return bad("%s needs ':' and a domain", t.Name)
 		}
 		if err := checkDomainSpec(spec); err != "" {
 			return bad("%s", err)
@@ -231,7 +231,7 @@ func parseTerm(f string) (Term, error) {
 		if spec != "" {
 			s, ok := strings.CutPrefix(spec, ":")
 			if !ok {
-				return bad("unexpected %q after %s", spec, t.Name)
+				return bad("unexpected %s after %s", quoteTerm(spec), t.Name)
 			}
 			if err := checkDomainSpec(s); err != "" {
 				return bad("%s", err)
@@ -248,7 +248,7 @@ func parseTerm(f string) (Term, error) {
 	case "ip4", "ip6":
 		s, ok := strings.CutPrefix(rest, ":")
 		if !ok {
-			return bad("%s needs \":\" and an address", t.Name)
+			return bad("%s needs ':' and an address", t.Name)
 		}
 		addr, length, hasLen := strings.Cut(s, "/")
 		ip, err := netip.ParseAddr(addr)
@@ -257,11 +257,11 @@ func parseTerm(f string) (Term, error) {
 		}
 		bits := 32
 		if t.Name == "ip4" && !ip.Is4() {
-			return bad("ip4 needs an IPv4 address (RFC 7208 §5.6)")
+			return bad("ip4 needs an IPv4 address (RFC 7208 section 5.6)")
 		}
 		if t.Name == "ip6" {
 			if ip.Is4() {
-				return bad("ip6 needs an IPv6 address (RFC 7208 §5.6)")
+				return bad("ip6 needs an IPv6 address (RFC 7208 section 5.6)")
 			}
 			bits = 128
 		}
@@ -331,7 +331,7 @@ func parseDualCIDR(s string) (c4, c6 int, err string) {
 }
 
 // cidrLength parses a CIDR length: digits without a leading zero
-// (RFC 7208 §5.6: "0" / %x31-39 0*1DIGIT), at most max.
+// (RFC 7208 section 5.6: "0" / %x31-39 0*1DIGIT), at most max.
 func cidrLength(s string, max int) (int, bool) {
 	if s == "" || len(s) > 3 || (len(s) > 1 && s[0] == '0') {
 		return 0, false
@@ -345,7 +345,7 @@ func cidrLength(s string, max int) (int, bool) {
 	return v, v <= max
 }
 
-// checkDomainSpec checks a domain-spec (RFC 7208 §7.1): a macro-string of
+// checkDomainSpec checks a domain-spec (RFC 7208 section 7.1): a macro-string of
 // visible characters and valid macros, ending in a macro-expand or in "."
 // toplabel [ "." ]. It returns "" or the reason.
 func checkDomainSpec(s string) string {
@@ -357,16 +357,20 @@ func checkDomainSpec(s string) string {
 		return err
 	}
 	lit := s[tail:]
-	if lit == "" {
-		return "" // ends in a macro-expand
+	if lit == "" || (lit == "." && tail > 0) {
+		// Ends in a macro-expand. The grammar has no "." after one, but
+		// it only makes the name absolute, as it may after a toplabel:
+		// refusing it would make permerror (a reject) of a record that
+		// means what it says.
+		return ""
 	}
 	lit = strings.TrimSuffix(lit, ".")
 	dot := strings.LastIndexByte(lit, '.')
 	if dot < 0 {
-		return "domain has no \".\" before its top label (RFC 7208 §7.1)"
+		return "domain has no '.' before its top label (RFC 7208 section 7.1)"
 	}
 	if top := lit[dot+1:]; !validTopLabel(top) {
-		return fmt.Sprintf("invalid top label %q (RFC 7208 §7.1)", top)
+		return "invalid top label " + quoteTerm(top) + " (RFC 7208 section 7.1)"
 	}
 	return ""
 }
@@ -393,7 +397,7 @@ func validTopLabel(l string) bool {
 	return alpha || hyphen
 }
 
-// checkMacroString checks macro syntax (RFC 7208 §7.1).
+// checkMacroString checks macro syntax (RFC 7208 section 7.1).
 func checkMacroString(s string, expLetters bool) string {
 	_, err := scanMacroString(s, expLetters)
 	return err
@@ -409,7 +413,7 @@ func scanMacroString(s string, expLetters bool) (tail int, err string) {
 			continue
 		}
 		if i+1 >= len(s) {
-			return 0, "\"%\" at the end (RFC 7208 §7.1)"
+			return 0, "'%' at the end (RFC 7208 section 7.1)"
 		}
 		switch s[i+1] {
 		case '%', '_', '-':
@@ -418,14 +422,14 @@ func scanMacroString(s string, expLetters bool) (tail int, err string) {
 			continue
 		case '{':
 		default:
-			return 0, fmt.Sprintf("invalid macro %q (RFC 7208 §7.1)", s[i:i+2])
+			return 0, "invalid macro " + quoteTerm(s[i:i+2]) + " (RFC 7208 section 7.1)"
 		}
 		end := strings.IndexByte(s[i:], '}')
 		if end < 0 {
-			return 0, "unterminated macro (RFC 7208 §7.1)"
+			return 0, "unterminated macro (RFC 7208 section 7.1)"
 		}
 		if _, err := parseMacro(s[i+2:i+end], expLetters); err != "" {
-			return 0, fmt.Sprintf("invalid macro %q: %s (RFC 7208 §7.1)", s[i:i+end+1], err)
+			return 0, "invalid macro " + quoteTerm(s[i:i+end+1]) + ": " + err + " (RFC 7208 section 7.1)"
 		}
 		i += end
 		tail = i + 1
@@ -478,7 +482,7 @@ func parseMacro(s string, expLetters bool) (macro, string) {
 	}
 	for j := i; j < len(s); j++ {
 		if strings.IndexByte(".-+,/_=", s[j]) < 0 {
-			return m, fmt.Sprintf("invalid delimiter %q", s[j])
+			return m, "invalid delimiter " + quoteTerm(s[j:j+1])
 		}
 	}
 	m.delims = s[i:]
