@@ -101,14 +101,14 @@ func ParseRecord(txt string) (*Record, error) {
 		}
 	}
 	rec := &Record{Text: txt}
-	n := 0
-	for _, f := range strings.Split(txt[6:], " ") {
-		if f != "" {
-			n++
+	rec.Terms = make([]Term, 0, strings.Count(txt, " "))
+	for rest := txt[6:]; rest != ""; {
+		f := rest
+		if i := strings.IndexByte(rest, ' '); i >= 0 {
+			f, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = ""
 		}
-	}
-	rec.Terms = make([]Term, 0, n)
-	for _, f := range strings.Split(txt[6:], " ") {
 		if f == "" {
 			continue
 		}

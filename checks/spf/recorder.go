@@ -48,8 +48,10 @@ type recorder struct {
 
 	txts []txtAnswer
 	ips  []ipAnswer
-	mxs  []mxAnswer
-	ptr  *ptrAnswer
+	// ipNext is where explain.go's next search of ips starts.
+	ipNext int
+	mxs    []mxAnswer
+	ptr    *ptrAnswer
 	// pNames are the client's validated names for %{p}, once looked up.
 	pNames  []string
 	pLooked bool
@@ -73,7 +75,7 @@ type txtAnswer struct {
 type ipAnswer struct {
 	name  string
 	v4    bool
-	addrs []netip.Addr
+	addrs []net.IPAddr // as served to the library, which only reads them
 	err   error
 }
 
@@ -328,41 +330,38 @@ func (c *recorder) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 		err = &net.DNSError{Err: "no " + qtype + " record", Name: host, IsNotFound: true}
 	}
 	err = c.note(qtype, host, err)
+	if err != nil {
+		addrs = nil
+	}
 	c.mu.Lock()
 	c.ips = append(c.ips, ipAnswer{name: host, v4: v4, addrs: addrs, err: err})
 	c.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]net.IPAddr, len(addrs))
-	for i, a := range addrs {
-		out[i] = net.IPAddr{IP: net.IP(a.AsSlice())}
-	}
-	return out, nil
+	return addrs, err
 }
 
 // lookupFamily returns host's addresses of one family.
-func (c *recorder) lookupFamily(ctx context.Context, host string, v4 bool) ([]netip.Addr, error) {
+func (c *recorder) lookupFamily(ctx context.Context, host string, v4 bool) ([]net.IPAddr, error) {
 	if fl, ok := c.r.(familyLookuper); ok {
 		network := "ip6"
 		if v4 {
 			network = "ip4"
 		}
 		addrs, err := fl.LookupNetIP(ctx, network, host)
-		for i := range addrs {
-			addrs[i] = addrs[i].Unmap()
+		out := make([]net.IPAddr, 0, len(addrs))
+		for _, a := range addrs {
+			out = append(out, net.IPAddr{IP: net.IP(a.Unmap().AsSlice())})
 		}
-		return addrs, err
+		return out, err
 	}
 	all, err := c.r.LookupIPAddr(ctx, host)
-	var out []netip.Addr
+	// Filter in place: the slice is ours (the resolver returns a copy).
+	out := all[:0]
 	for _, a := range all {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
-		if ip.Unmap().Is4() == v4 {
-			out = append(out, ip.Unmap())
+		if (a.IP.To4() != nil) == v4 {
+			if v4 {
+				a.IP = a.IP.To4()
+			}
+			out = append(out, a)
 		}
 	}
 	if len(out) > 0 {
