@@ -20,6 +20,8 @@ two     TXT "v=spf1 -all"
 two     TXT "v=spf1 +all"
 notspf  TXT "v=spf10 -all"
 notspf  TXT "some verification token"
+broken  TXT "v=spf1 include:ok.test ip4:192.0.2.1/032 -all"
+inner   TXT "v=spf1 include:broken.test ~all"
 deep    TXT "v=spf1 include:d1.test include:d2.test include:d3.test include:d4.test include:d5.test include:d6.test include:d7.test include:d8.test include:d9.test include:d10.test include:d11.test include:d12.test -all"
 `)
 	res := newResolver(t, d.Addr, 2*time.Second)
@@ -42,6 +44,13 @@ deep    TXT "v=spf1 include:d1.test include:d2.test include:d3.test include:d4.t
 		{"notspf.test", `0  notspf.test [] no SPF record
 `},
 		{"nx.test", `0  nx.test [] no such host (NXDOMAIN)
+`},
+		// A record with a syntax error says so, and nothing it names is
+		// followed: the evaluation would not go there either.
+		{"broken.test", `0  broken.test ["v=spf1 include:ok.test ip4:192.0.2.1/032 -all"] syntax error: term 'ip4:192.0.2.1/032': invalid CIDR length /032
+`},
+		{"inner.test", `0  inner.test ["v=spf1 include:broken.test ~all"] 
+1 include broken.test ["v=spf1 include:ok.test ip4:192.0.2.1/032 -all"] syntax error: term 'ip4:192.0.2.1/032': invalid CIDR length /032
 `},
 	}
 	for _, tc := range tests {
