@@ -259,3 +259,62 @@ func TestDifferentialCorpus(t *testing.T) {
 		})
 	}
 }
+
+// FuzzRecordEvaluation serves a fuzzed record and checks it end to end:
+// a record the parser refuses is permerror whatever it holds, and for
+// every pass, fail, softfail and neutral the re-evaluation of the parsed
+// record (explain.go) agrees with the library on the verdict and names
+// the term.
+func FuzzRecordEvaluation(f *testing.F) {
+	srv := dnstest.New(f, corpusZone)
+	r := newResolver(f, srv.Addr, 2*time.Second)
+	for _, s := range []string{
+		"v=spf1 include:_spf.google.com ~all",
+		"v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 a mx ptr -all",
+		"v=spf1 a:v4only.example.com mx:six-mx.example.com -all",
+		"v=spf1 exists:%{i}._spf.mta.salesforce.com ?all",
+		"v=spf1 -ip6:::ffff:192.0.2.0/120 redirect=facebook.com",
+		"v=spf1 exists:%{p}._p.example.com include:tnstudios.ca",
+		"v=spf1 ip4:192.0.2.10 frobnicate -all",
+		"v=spf1 a:%{l}.%{o} ~all",
+	} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	n := 0
+	f.Fuzz(func(t *testing.T, record string, six bool) {
+		if len(record) > 1000 {
+			return
+		}
+		n++
+		name := "f" + strings.Repeat("x", n%7) + string(rune('a'+n%26)) + "." + itoaPos(n) + ".fuzz.example.com"
+		if err := srv.AddZone(zoneName(name) + " 300 IN TXT " + txtRdata([]string{record})); err != nil {
+			return
+		}
+		ip := net.ParseIP("192.0.2.10")
+		if six {
+			ip = net.ParseIP("2001:db8::1")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		res := CheckMailFrom(ctx, r, ip, "mail.example.org", "alice@"+name, Options{})
+		_, perr := ParseRecord(record)
+		switch {
+		case perr != nil && IsRecord(record) && res.Verdict != PermError:
+			t.Fatalf("%q: parser says %v, check says %s", record, perr, res.Verdict)
+		case slices.Contains([]Verdict{Pass, Fail, SoftFail, Neutral}, res.Verdict) && res.Mechanism == "":
+			t.Fatalf("%q: %s without the deciding term: the re-evaluation disagrees with the library", record, res.Verdict)
+		}
+	})
+}
+
+func itoaPos(n int) string {
+	var b []byte
+	for {
+		b = append([]byte{byte('0' + n%10)}, b...)
+		n /= 10
+		if n == 0 {
+			return string(b)
+		}
+	}
+}
