@@ -75,9 +75,6 @@ func (c *recorder) eval(domain string, depth int) outcome {
 		}
 	}
 	if rec.Redirect != nil {
-		if strings.IndexByte(rec.Redirect.Domain, '/') >= 0 {
-			return outcome{v: PermError, known: true}
-		}
 		o := c.eval(c.env.expand(rec.Redirect.Domain, domain), depth+1)
 		if o.known && o.v == None {
 			o.v, o.term = PermError, nil // §6.1
@@ -114,9 +111,6 @@ func (c *recorder) match(t *Term, domain string, depth int) (matched bool, errV 
 			return false, "", true
 		}
 		return t.Prefix.Contains(client), "", true
-	}
-	if strings.IndexByte(t.Domain, '/') >= 0 {
-		return false, PermError, true // the library refuses '/' in a domain
 	}
 	target := domain
 	if t.Domain != "" {

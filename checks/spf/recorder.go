@@ -117,7 +117,24 @@ const permErrorRecord = "v=spf1 vouch-syntax-error"
 // library's macro expansion unchanged.
 const existsMarker = "\x01a."
 
+// slashMarker stands for '/' in the domain-specs handed to the library,
+// which reads any '/' in an a or mx term as a CIDR length and refuses one
+// in any expanded domain (RFC 7208 §7.1 allows it: macro-literal is every
+// visible character but '%'). The recorder turns it back into '/' in the
+// names the library asks for.
+const slashMarker = "\x02"
+
+// libName is the name the library asked for, with the recorder's markers
+// undone.
+func libName(name string) string {
+	if strings.Contains(name, slashMarker) {
+		return strings.ReplaceAll(name, slashMarker, "/")
+	}
+	return name
+}
+
 func (c *recorder) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	name = libName(name)
 	txts, err := c.r.LookupTXT(ctx, truncateName(name))
 	err = c.note("TXT", name, err)
 	a := txtAnswer{name: name, err: err}
@@ -169,6 +186,7 @@ func (c *recorder) LookupTXT(ctx context.Context, name string) ([]string, error)
 //     client: the library's net.IPNet would match it against IPv4
 //     addresses, and no ip6 term matches an IPv4 client (§5, §5.6);
 //   - exists terms are marked for an IPv6 client (see existsMarker);
+//   - a '/' in a domain-spec is handed over as slashMarker;
 //   - %{p} in a mechanism or redirect is replaced by its value.
 func (c *recorder) rewrite(ctx context.Context, rec *Record, domain string) (string, bool) {
 	need := false
@@ -189,9 +207,14 @@ func (c *recorder) rewrite(ctx context.Context, rec *Record, domain string) (str
 			continue
 		}
 		text := t.Text
-		if (!t.Modifier || t.Name == "redirect") && hasPMacro(t.Domain) {
+		if (!t.Modifier || t.Name == "redirect") && (hasPMacro(t.Domain) || strings.Contains(t.Domain, "/")) {
+			spec := t.Domain
+			if hasPMacro(spec) {
+				spec = c.expandP(ctx, spec, domain)
+			}
+			spec = strings.ReplaceAll(spec, "/", slashMarker)
 			pos := strings.IndexAny(text, ":=") + 1
-			text = text[:pos] + c.expandP(ctx, t.Domain, domain) + text[pos+len(t.Domain):]
+			text = text[:pos] + spec + text[pos+len(t.Domain):]
 		}
 		if !t.Modifier && t.Name == "exists" && !c.v4 {
 			pos := strings.IndexByte(text, ':') + 1
@@ -206,13 +229,13 @@ func (c *recorder) rewrite(ctx context.Context, rec *Record, domain string) (str
 func (c *recorder) needsRewrite(t *Term) bool {
 	switch {
 	case t.Modifier:
-		return t.Name == "redirect" && hasPMacro(t.Domain)
+		return t.Name == "redirect" && (hasPMacro(t.Domain) || strings.Contains(t.Domain, "/"))
 	case t.Name == "ip6":
 		return c.v4 && t.Prefix.Masked().Addr().Is4In6()
 	case t.Name == "exists" && !c.v4:
 		return true
 	}
-	return hasPMacro(t.Domain)
+	return hasPMacro(t.Domain) || strings.Contains(t.Domain, "/")
 }
 
 func hasPMacro(s string) bool {
@@ -300,6 +323,7 @@ func (c *recorder) pValue(domain string) string {
 }
 
 func (c *recorder) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	name = libName(name)
 	v, err := c.r.LookupMX(ctx, truncateName(name))
 	err = c.note("MX", name, err)
 	a := mxAnswer{name: name, err: err}
@@ -321,6 +345,7 @@ func (c *recorder) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 	if h, ok := strings.CutPrefix(host, existsMarker); ok {
 		host, v4 = h, true
 	}
+	host = libName(host)
 	qtype := "AAAA"
 	if v4 {
 		qtype = "A"
