@@ -2,11 +2,14 @@ package spf
 
 import (
 	"context"
+	"errors"
 	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	blitiri "blitiri.com.ar/go/spf"
 
 	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/checks/dnstest"
@@ -277,6 +280,10 @@ func FuzzRecordEvaluation(f *testing.F) {
 		"v=spf1 exists:%{p}._p.example.com include:tnstudios.ca",
 		"v=spf1 ip4:192.0.2.10 frobnicate -all",
 		"v=spf1 a:%{l}.%{o} ~all",
+		"v=spf1 a:%{d99999999999999999999}.x.example.com -all",
+		"v=spf1 a/24//64 mx//0 ptr:%{d}. -all",
+		"v=spf1 exists:%{i}.%{v}.%{h}.%{s}.x.example.com include:foo/bar.example.com -all",
+		"v=spf1 v=spf1 foo=bar. redirect=%{o}/x.example.com",
 	} {
 		f.Add(s, false)
 		f.Add(s, true)
@@ -304,6 +311,10 @@ func FuzzRecordEvaluation(f *testing.F) {
 			t.Fatalf("%q: parser says %v, check says %s", record, perr, res.Verdict)
 		case slices.Contains([]Verdict{Pass, Fail, SoftFail, Neutral}, res.Verdict) && res.Mechanism == "":
 			t.Fatalf("%q: %s without the deciding term: the re-evaluation disagrees with the library", record, res.Verdict)
+		case perr == nil && res.Syntax == nil && libSyntaxError(res.Err):
+			// The parser accepted what the library calls a syntax error:
+			// a permerror the RFC does not give.
+			t.Fatalf("%q: parser accepts, library says %v", record, res.Err)
 		}
 	})
 }
@@ -317,4 +328,13 @@ func itoaPos(n int) string {
 			return string(b)
 		}
 	}
+}
+
+func libSyntaxError(err error) bool {
+	for _, e := range []error{blitiri.ErrUnknownField, blitiri.ErrInvalidIP, blitiri.ErrInvalidMask, blitiri.ErrInvalidMacro, blitiri.ErrInvalidDomain} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
