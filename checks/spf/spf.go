@@ -1,8 +1,11 @@
 // Package spf checks a client against the SPF policy (RFC 7208) of the
 // envelope sender's domain (the MAIL FROM identity) or of its HELO name
-// (the HELO identity). It wraps blitiri.com.ar/go/spf and adds what a
-// milter needs around it: the identity rules of RFC 7208 §2.3/§2.4/§4.3,
-// the term that decided, and a short human reason for the error results.
+// (the HELO identity). blitiri.com.ar/go/spf evaluates; around it this
+// package adds a strict parser of records (record.go) that every record
+// read goes through, a resolver layer that corrects the library where it
+// differs from RFC 7208 (recorder.go), the identity rules of RFC 7208
+// §2.3/§2.4/§4.3, the term that decided (explain.go), and a short human
+// reason for the error results.
 package spf
 
 import (
