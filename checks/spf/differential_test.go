@@ -37,6 +37,18 @@ func netResolver(addr string) *net.Resolver {
 const corpusZone = `
 $TTL 300
 example.com.             SOA ns hostmaster 1 3600 600 86400 300
+; Every zone has an SOA, so that negative answers are cached (RFC 2308).
+google.com. SOA ns.google.com. hostmaster.google.com. 1 3600 600 86400 300
+outlook.com. SOA ns.outlook.com. hostmaster.outlook.com. 1 3600 600 86400 300
+amazonses.com. SOA ns.amazonses.com. hostmaster.amazonses.com. 1 3600 600 86400 300
+facebook.com. SOA ns.facebook.com. hostmaster.facebook.com. 1 3600 600 86400 300
+salesforce.com. SOA ns.salesforce.com. hostmaster.salesforce.com. 1 3600 600 86400 300
+stackexchange.com. SOA ns.stackexchange.com. hostmaster.stackexchange.com. 1 3600 600 86400 300
+mailgun.org. SOA ns.mailgun.org. hostmaster.mailgun.org. 1 3600 600 86400 300
+sendgrid.net. SOA ns.sendgrid.net. hostmaster.sendgrid.net. 1 3600 600 86400 300
+tnstudios.ca. SOA ns.tnstudios.ca. hostmaster.tnstudios.ca. 1 3600 600 86400 300
+talosbot.xyz. SOA ns.talosbot.xyz. hostmaster.talosbot.xyz. 1 3600 600 86400 300
+in-addr.arpa. SOA ns.in-addr.arpa. hostmaster.in-addr.arpa. 1 3600 600 86400 300
 
 ; Google: google.com publishes "v=spf1 include:_spf.google.com ~all";
 ; _spf.google.com and its _netblocks includes (TXT records published by

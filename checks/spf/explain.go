@@ -147,17 +147,17 @@ func (c *recorder) match(t *Term, domain string, depth int) (matched bool, errV 
 		if m == nil {
 			return false, "", false
 		}
-		if m.err != nil && len(m.hosts) == 0 {
+		if m.err != nil && len(m.mxs) == 0 {
 			if isNotFound(m.err) {
 				return false, "", true
 			}
 			return false, TempError, true
 		}
-		if len(m.hosts) > 10 {
+		if len(m.mxs) > 10 {
 			return false, PermError, true
 		}
-		for _, h := range m.hosts {
-			a := c.ipFor(h, c.v4)
+		for _, mx := range m.mxs {
+			a := c.ipFor(mx.Host, c.v4)
 			if a == nil {
 				return false, "", false
 			}

@@ -112,11 +112,11 @@ func ParseRecord(txt string) (*Record, error) {
 		if f == "" {
 			continue
 		}
-		t, err := parseTerm(f)
-		if err != nil {
+		// Parsed in place: a Term is large, and copying it costs.
+		rec.Terms = append(rec.Terms, Term{})
+		if err := parseTerm(&rec.Terms[len(rec.Terms)-1], f); err != nil {
 			return nil, err
 		}
-		rec.Terms = append(rec.Terms, t)
 	}
 	for i := range rec.Terms {
 		t := &rec.Terms[i]
@@ -167,10 +167,10 @@ func modifierName(f string) int {
 	return 0
 }
 
-func parseTerm(f string) (Term, error) {
-	t := Term{Text: f, CIDR4: -1, CIDR6: -1}
-	bad := func(format string, a ...any) (Term, error) {
-		return Term{}, &SyntaxError{Term: f, Reason: fmt.Sprintf(format, a...)}
+func parseTerm(t *Term, f string) error {
+	*t = Term{Text: f, CIDR4: -1, CIDR6: -1}
+	bad := func(format string, a ...any) error {
+		return &SyntaxError{Term: f, Reason: fmt.Sprintf(format, a...)}
 	}
 	if n := modifierName(f); n > 0 {
 		t.Modifier = true
@@ -188,7 +188,7 @@ func parseTerm(f string) (Term, error) {
 				return bad("%s", err)
 			}
 		}
-		return t, nil
+		return nil
 	}
 	t.Qualifier = '+'
 	rest := f
@@ -283,7 +283,7 @@ func parseTerm(f string) (Term, error) {
 	default:
 		return bad("unknown mechanism")
 	}
-	return t, nil
+	return nil
 }
 
 // splitDualCIDR splits the dual-cidr-length off the end of what follows

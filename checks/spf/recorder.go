@@ -55,6 +55,10 @@ type recorder struct {
 	// pNames are the client's validated names for %{p}, once looked up.
 	pNames  []string
 	pLooked bool
+
+	// Room for the answers of a usual check, allocated with the recorder.
+	txtBuf [4]txtAnswer
+	ipBuf  [8]ipAnswer
 }
 
 // syntaxFound is the first record that failed ParseRecord.
@@ -80,9 +84,9 @@ type ipAnswer struct {
 }
 
 type mxAnswer struct {
-	name  string
-	hosts []string
-	err   error
+	name string
+	mxs  []*net.MX // as served to the library, which only reads them
+	err  error
 }
 
 type ptrAnswer struct {
@@ -99,6 +103,7 @@ type familyLookuper interface {
 
 func newRecorder(r dns.Lookuper, ip net.IP, helo, sender string) *recorder {
 	c := &recorder{r: r, ip: ip, v4: ip.To4() != nil}
+	c.txts, c.ips = c.txtBuf[:0], c.ipBuf[:0]
 	c.env = macroEnv{sender: sender, helo: helo, ip: ip, p: c.pValue}
 	return c
 }
@@ -326,12 +331,8 @@ func (c *recorder) LookupMX(ctx context.Context, name string) ([]*net.MX, error)
 	name = libName(name)
 	v, err := c.r.LookupMX(ctx, truncateName(name))
 	err = c.note("MX", name, err)
-	a := mxAnswer{name: name, err: err}
-	for _, mx := range v {
-		a.hosts = append(a.hosts, mx.Host)
-	}
 	c.mu.Lock()
-	c.mxs = append(c.mxs, a)
+	c.mxs = append(c.mxs, mxAnswer{name: name, mxs: v, err: err})
 	c.mu.Unlock()
 	return v, err
 }
