@@ -257,12 +257,12 @@ func (c *recorder) txtFor(name string) *txtAnswer {
 // library made them, so the search starts after the last one found: an
 // mx term over 10 hosts of 10 names stays linear, not quadratic.
 func (c *recorder) ipFor(name string, v4 bool) *ipAnswer {
-	n := len(c.ips)
+	n := c.ips.n
 	for k := 0; k < n; k++ {
 		i := (c.ipNext + k) % n
-		if c.ips[i].v4 == v4 && sameName(c.ips[i].name, name) {
+		if a := c.ips.at(i); a.v4 == v4 && sameName(a.name, name) {
 			c.ipNext = i + 1
-			return &c.ips[i]
+			return a
 		}
 	}
 	return nil

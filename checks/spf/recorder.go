@@ -47,7 +47,7 @@ type recorder struct {
 	syntax   *syntaxFound
 
 	txts []txtAnswer
-	ips  []ipAnswer
+	ips  answers
 	// ipNext is where explain.go's next search of ips starts.
 	ipNext int
 	mxs    []mxAnswer
@@ -59,6 +59,40 @@ type recorder struct {
 	// Room for the answers of a usual check, allocated with the recorder.
 	txtBuf [4]txtAnswer
 	ipBuf  [8]ipAnswer
+}
+
+// answers holds the address answers in chunks that never move: an mx
+// term asks for up to 10 hosts, 10 terms up to 100, and growing one slice
+// would copy them again and again.
+type answers struct {
+	chunks [][]ipAnswer
+	n      int
+}
+
+const answerChunk = 32
+
+func (a *answers) add(x ipAnswer, first []ipAnswer) {
+	if a.n == 0 && len(a.chunks) == 0 {
+		a.chunks = append(a.chunks, first[:0])
+	}
+	last := &a.chunks[len(a.chunks)-1]
+	if len(*last) == cap(*last) {
+		a.chunks = append(a.chunks, make([]ipAnswer, 0, answerChunk))
+		last = &a.chunks[len(a.chunks)-1]
+	}
+	*last = append(*last, x)
+	a.n++
+}
+
+// at returns answer i; chunk 0 holds len(first) answers, the others
+// answerChunk each.
+func (a *answers) at(i int) *ipAnswer {
+	c0 := cap(a.chunks[0])
+	if i < c0 {
+		return &a.chunks[0][i]
+	}
+	i -= c0
+	return &a.chunks[1+i/answerChunk][i%answerChunk]
 }
 
 // syntaxFound is the first record that failed ParseRecord.
@@ -103,7 +137,7 @@ type familyLookuper interface {
 
 func newRecorder(r dns.Lookuper, ip net.IP, helo, sender string) *recorder {
 	c := &recorder{r: r, ip: ip, v4: ip.To4() != nil}
-	c.txts, c.ips = c.txtBuf[:0], c.ipBuf[:0]
+	c.txts = c.txtBuf[:0]
 	c.env = macroEnv{sender: sender, helo: helo, ip: ip, p: c.pValue}
 	return c
 }
@@ -360,7 +394,7 @@ func (c *recorder) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 		addrs = nil
 	}
 	c.mu.Lock()
-	c.ips = append(c.ips, ipAnswer{name: host, v4: v4, addrs: addrs, err: err})
+	c.ips.add(ipAnswer{name: host, v4: v4, addrs: addrs, err: err}, c.ipBuf[:])
 	c.mu.Unlock()
 	return addrs, err
 }
