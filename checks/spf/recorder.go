@@ -27,6 +27,8 @@ import (
 //   - A name over 253 octets, built by macro expansion, is truncated from
 //     the left (§7.3).
 //   - %{p} is the client's validated name (§7.3), not "unknown".
+//   - A '/' in a domain-spec is looked up, not read as a CIDR length
+//     (§7.1; see slashMarker), and no ip6 term matches an IPv4 client.
 //
 // It also remembers the last failed lookup, to name it in Result.Problem,
 // and hands the library errors in the only form it classifies: a bare
