@@ -119,7 +119,7 @@ func TestDNSFindings(t *testing.T) {
 			"spf": `fail|nospf.test: none, no SPF record|publish an SPF record listing every server that sends for nospf.test, e.g. nospf.test TXT "v=spf1 ip4:127.0.0.20 -all"`,
 		}},
 		{"SPF permerror", "127.0.0.20", "mail.good.test", "broken.test", true, want{
-			"spf": `fail|broken.test: permerror, unknown term in SPF record; record "v=spf1 frobnicate -all"|correct the SPF record of broken.test (unknown term in SPF record)`,
+			"spf": `fail|broken.test: permerror, syntax error: term 'frobnicate': unknown mechanism; record "v=spf1 frobnicate -all"|correct the SPF record of broken.test (syntax error: term 'frobnicate': unknown mechanism)`,
 		}},
 		{"not a domain", "127.0.0.20", "mail.good.test", "localhost", true, want{
 			"spf": "fail|none: sender domain is not a domain name|give --domain your envelope sender domain, e.g. example.com",

@@ -5,43 +5,93 @@ import (
 )
 
 // canonical checks a caller-supplied domain name (untrusted: it may come
-// from HELO or MAIL FROM) and returns its cache-key form: lower-case, no
-// trailing dot. Like net.Resolver, it accepts only letters, digits, '-' and
-// '_' in labels (plus '/', found in RFC 2317 reverse delegations), so that
-// nothing in the name can be read as zone-file escapes by miekg/dns or
-// smuggle control bytes into logs. Names it refuses do not exist as far as
+// from HELO, MAIL FROM or an SPF macro expansion) and returns its
+// cache-key form: the name in miekg/dns presentation format, ASCII letters
+// lower-cased, no trailing dot. Names it refuses do not exist as far as
 // callers are concerned.
+//
+// A DNS label may hold any octet (RFC 2181 §11), and SPF queries names
+// built from a sender's local-part or a HELO literal (RFC 7208 §7.3), so
+// every octet is accepted. Each label of name is its octets as they go on
+// the wire: a '.' always separates labels, and nothing in name is read as
+// an escape. The key escapes exactly as miekg/dns writes a name it
+// unpacks (a backslash before . space ' @ ; ( ) " \, \DDD for bytes
+// outside printable ASCII), so the key is a name miekg packs back to the
+// same octets and a server's echo of the question compares equal to it.
+// Bounds are on the wire octets: labels of 1-63, at most 253 in all.
 func canonical(name string) (string, bool) {
 	n := strings.TrimSuffix(name, ".")
-	if !validHost(n) {
+	if !validName(n) {
 		return "", false
 	}
-	// ToLower returns n itself, without allocating, when it is already
-	// lower-case: the usual case on the warm path.
-	return strings.ToLower(n), true
+	if plain(n) {
+		// The usual case, kept free of allocation on the warm path:
+		// ToLower returns n itself when it is already lower-case.
+		return strings.ToLower(n), true
+	}
+	var b strings.Builder
+	b.Grow(len(n) + 8)
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			b.WriteByte(c + ('a' - 'A'))
+		case c == '.':
+			b.WriteByte('.')
+		case special(c):
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < ' ' || c > '~':
+			b.WriteByte('\\')
+			b.WriteByte('0' + c/100)
+			b.WriteByte('0' + c/10%10)
+			b.WriteByte('0' + c%10)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), true
 }
 
-// validHost reports whether n (without trailing dot) is a syntactically
-// acceptable host name: 1-253 octets, labels of 1-63 octets from the
-// letters, digits, '-', '_' and '/'.
-func validHost(n string) bool {
+// special lists the bytes miekg/dns escapes with a backslash in a label.
+func special(c byte) bool {
+	switch c {
+	case '.', ' ', '\'', '@', ';', '(', ')', '"', '\\':
+		return true
+	}
+	return false
+}
+
+// plain reports whether n needs no escaping: letters, digits, '-', '_',
+// '/' and '.', the characters of host names and RFC 2317 reverse
+// delegations.
+func plain(n string) bool {
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '-', c == '_', c == '/', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validName reports whether n (without trailing dot) can be carried by
+// the DNS: 1-253 octets, labels of 1-63 octets, any octet in a label.
+func validName(n string) bool {
 	if n == "" || len(n) > 253 {
 		return false
 	}
 	label := 0
 	for i := 0; i < len(n); i++ {
-		c := n[i]
-		switch {
-		case c == '.':
+		if n[i] == '.' {
 			if label == 0 {
 				return false
 			}
 			label = 0
 			continue
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			c == '-', c == '_', c == '/':
-		default:
-			return false
 		}
 		label++
 		if label > 63 {
@@ -49,6 +99,13 @@ func validHost(n string) bool {
 		}
 	}
 	return label > 0
+}
+
+// validHost reports whether n (without trailing dot) is a syntactically
+// acceptable host name: 1-253 octets, labels of 1-63 octets from the
+// letters, digits, '-', '_' and '/'.
+func validHost(n string) bool {
+	return plain(n) && validName(n)
 }
 
 // validTarget reports whether a name taken from an answer (a PTR or MX

@@ -59,9 +59,17 @@ func Chain(ctx context.Context, r dns.Lookuper, domain string) []ChainEntry {
 		case len(rec.Records) > 1:
 			rec.Error = "more than one SPF record"
 		}
-		out = append(out, rec)
+		var parsed *Record
 		if len(rec.Records) == 1 {
-			for _, t := range targets(rec.Records[0]) {
+			var perr error
+			parsed, perr = ParseRecord(rec.Records[0])
+			if perr != nil {
+				rec.Error = "syntax error: " + perr.Error()
+			}
+		}
+		out = append(out, rec)
+		if parsed != nil {
+			for _, t := range targets(parsed) {
 				walk(t.domain, t.via, depth+1)
 			}
 		}
@@ -78,36 +86,18 @@ func IsRecord(txt string) bool {
 
 type target struct{ via, domain string }
 
-// targets lists the domains an SPF record's include mechanisms and
+// targets lists the domains a parsed record's include mechanisms and
 // redirect modifier name, in record order with the redirect last (it
-// applies only when nothing else matched). The record is untrusted DNS
-// text; only names are extracted, nothing is evaluated.
-func targets(record string) []target {
+// applies only when nothing else matched).
+func targets(rec *Record) []target {
 	var out []target
-	var redirect *target
-	fields := strings.Fields(record)
-	if len(fields) == 0 {
-		return nil
-	}
-	for _, term := range fields[1:] {
-		lower := strings.ToLower(term)
-		if strings.HasPrefix(lower, "redirect=") {
-			if name := term[len("redirect="):]; name != "" && redirect == nil {
-				redirect = &target{"redirect", name}
-			}
-			continue
-		}
-		if lower != "" && strings.IndexByte("+-~?", lower[0]) >= 0 {
-			term, lower = term[1:], lower[1:]
-		}
-		if strings.HasPrefix(lower, "include:") {
-			if name := term[len("include:"):]; name != "" {
-				out = append(out, target{"include", name})
-			}
+	for i := range rec.Terms {
+		if t := &rec.Terms[i]; !t.Modifier && t.Name == "include" {
+			out = append(out, target{"include", t.Domain})
 		}
 	}
-	if redirect != nil {
-		out = append(out, *redirect)
+	if rec.Redirect != nil {
+		out = append(out, target{"redirect", rec.Redirect.Domain})
 	}
 	return out
 }

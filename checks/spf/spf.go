@@ -1,8 +1,11 @@
 // Package spf checks a client against the SPF policy (RFC 7208) of the
 // envelope sender's domain (the MAIL FROM identity) or of its HELO name
-// (the HELO identity). It wraps blitiri.com.ar/go/spf and adds what a
-// milter needs around it: the identity rules of RFC 7208 §2.3/§2.4/§4.3,
-// the term that decided, and a short human reason for the error results.
+// (the HELO identity). blitiri.com.ar/go/spf evaluates; around it this
+// package adds a strict parser of records (record.go) that every record
+// read goes through, a resolver layer that corrects the library where it
+// differs from RFC 7208 (recorder.go), the identity rules of RFC 7208
+// §2.3/§2.4/§4.3, the term that decided (explain.go), and a short human
+// reason for the error results.
 package spf
 
 import (
@@ -63,6 +66,9 @@ type Result struct {
 	Problem string
 	// Err is set for temperror and permerror.
 	Err error
+	// Syntax is set when the result is permerror because a record breaks
+	// the RFC 7208 grammar; Problem then says the same in words.
+	Syntax *RecordError
 }
 
 // Options adjust the RFC 7208 §4.6.4 processing limits; the yaml keys are
@@ -138,19 +144,20 @@ func check(ctx context.Context, r dns.Lookuper, ip net.IP, helo, sender string, 
 	if void == 0 {
 		void = DefaultVoidLookupLimit
 	}
-	rec := &recorder{r: r}
-	var tr tracer
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4 // an IPv4-mapped client is IPv4 (RFC 7208 §5)
+	}
+	rec := newRecorder(r, ip, helo, sender)
 	verdict, err := blitiri.CheckHostWithSender(ip, helo, sender,
 		blitiri.WithResolver(rec),
 		blitiri.WithContext(ctx),
 		blitiri.OverrideLookupLimit(limit),
 		blitiri.OverrideVoidLookupLimit(void),
-		blitiri.WithTraceFunc(tr.trace),
 	)
 	res.Verdict = Verdict(verdict)
 	switch res.Verdict {
 	case Pass, Fail, SoftFail, Neutral:
-		res.Mechanism = tr.mechanism(res.Verdict)
+		res.Mechanism = rec.explain(res.Domain, res.Verdict)
 	case None:
 		res.Problem = "no SPF record"
 	case TempError:
@@ -163,6 +170,15 @@ func check(ctx context.Context, r dns.Lookuper, ip net.IP, helo, sender string, 
 		}
 		res.Err = fmt.Errorf("spf: %s for %s: %w", res.Domain, ip, err)
 	case PermError:
+		if se := rec.syntax; se != nil && errors.Is(err, blitiri.ErrUnknownField) {
+			res.Syntax = &RecordError{Domain: se.domain, Term: se.err.Term, Reason: se.err.Reason}
+			res.Problem = res.Syntax.Error()
+			if strings.EqualFold(se.domain, res.Domain) {
+				res.Problem = "syntax error: " + se.err.Error() // the domain is said already
+			}
+			res.Err = fmt.Errorf("spf: %s for %s: %w", res.Domain, ip, se.err)
+			break
+		}
 		res.Problem = permProblem(err, rec)
 		res.Err = fmt.Errorf("spf: %s for %s: %w", res.Domain, ip, err)
 	default:
@@ -171,6 +187,23 @@ func check(ctx context.Context, r dns.Lookuper, ip net.IP, helo, sender string, 
 		res.Err = fmt.Errorf("spf: %s for %s: unexpected result %q: %w", res.Domain, ip, verdict, err)
 	}
 	return res
+}
+
+// RecordError is the syntax error that made a check permerror: the domain
+// whose record breaks the RFC 7208 grammar (the identity's own, or one
+// reached by include or redirect), the term and the reason. Domain and
+// Term come from DNS: untrusted.
+type RecordError struct {
+	Domain string
+	Term   string
+	Reason string
+}
+
+func (e *RecordError) Error() string {
+	if e.Term == "" {
+		return fmt.Sprintf("syntax error in the SPF record of %s: %s", e.Domain, e.Reason)
+	}
+	return fmt.Sprintf("syntax error in the SPF record of %s: term %s: %s", e.Domain, quoteTerm(e.Term), e.Reason)
 }
 
 // permProblem names the cause of a permerror for a human.
@@ -206,73 +239,6 @@ func permProblem(err error, rec *recorder) string {
 	return "SPF record not understood"
 }
 
-// tracer turns the library's trace into the term that decided. The trace
-// is the only place the library names the term; its format is pinned by
-// the module version and the tests here check it.
-type tracer struct {
-	events []decision
-}
-
-type decision struct {
-	kind   string // "term", "redirect", "default"
-	term   string // as written, without the qualifier
-	result blitiri.Result
-}
-
-func (t *tracer) trace(f string, a ...any) {
-	switch f {
-	case "all: %v":
-		if res, ok := arg[blitiri.Result](a, 0); ok {
-			t.events = append(t.events, decision{"term", "all", res})
-		}
-	case "%q %v, %v":
-		term, ok1 := arg[string](a, 0)
-		res, ok2 := arg[blitiri.Result](a, 1)
-		if ok1 && ok2 {
-			t.events = append(t.events, decision{"term", term, res})
-		}
-	case "%q: %v, %v":
-		term, ok1 := arg[string](a, 0)
-		res, ok2 := arg[blitiri.Result](a, 1)
-		if ok1 && ok2 {
-			t.events = append(t.events, decision{"redirect", term, res})
-		}
-	case "fallback to neutral":
-		t.events = append(t.events, decision{"default", "", blitiri.Neutral})
-	}
-}
-
-func arg[T any](a []any, i int) (T, bool) {
-	var zero T
-	if i >= len(a) {
-		return zero, false
-	}
-	v, ok := a[i].(T)
-	return v, ok
-}
-
-// mechanism returns the term of the outermost record evaluated that gave
-// v. A record's last decision is traced after those of the records it
-// includes, so the last event is the outermost; a redirect is traced after
-// the decision of its target, which is the term we report.
-func (t *tracer) mechanism(v Verdict) string {
-	ev := t.events
-	for len(ev) > 0 && ev[len(ev)-1].kind == "redirect" {
-		ev = ev[:len(ev)-1]
-	}
-	if len(ev) == 0 {
-		return ""
-	}
-	last := ev[len(ev)-1]
-	if Verdict(last.result) != v {
-		return "" // the trace does not explain the result: say nothing
-	}
-	if last.kind == "default" {
-		return "default"
-	}
-	return qualifier(v) + last.term
-}
-
 // qualifier writes the qualifier of a term that gave v; "+" is the
 // default and left out.
 func qualifier(v Verdict) string {
@@ -285,4 +251,9 @@ func qualifier(v Verdict) string {
 		return "?"
 	}
 	return ""
+}
+
+func isNotFound(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound
 }
