@@ -468,3 +468,31 @@ type timeoutError struct{}
 func (timeoutError) Error() string   { return "i/o timeout" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
+
+// LookupNetIP asks one family: one query, the other family never asked;
+// a name with only the other family's records is not found.
+func TestLookupNetIP(t *testing.T) {
+	r, srv, _, _ := setup(t, nil)
+	ctx := ctxT(t)
+	v4, err := r.LookupNetIP(ctx, "ip4", "mail.example.com")
+	if err != nil || len(v4) == 0 || !v4[0].Is4() {
+		t.Fatalf("ip4: %v, %v", v4, err)
+	}
+	if a, aaaa := srv.Queries("mail.example.com", mdns.TypeA), srv.Queries("mail.example.com", mdns.TypeAAAA); a != 1 || aaaa != 0 {
+		t.Errorf("queries A %d AAAA %d, want 1 and 0", a, aaaa)
+	}
+	if again, err := r.LookupNetIP(ctx, "ip4", "mail.example.com"); err != nil || len(again) != len(v4) || srv.Queries("mail.example.com", mdns.TypeA) != 1 {
+		t.Errorf("second lookup not from the cache: %v, %v", again, err)
+	}
+	v6, err := r.LookupNetIP(ctx, "ip6", "mail.example.com")
+	if err != nil || len(v6) == 0 || !v6[0].Is6() {
+		t.Fatalf("ip6: %v, %v", v6, err)
+	}
+	if _, err := r.LookupNetIP(ctx, "ip", "mail.example.com"); err == nil {
+		t.Error("network ip accepted")
+	}
+	var de *net.DNSError
+	if _, err := r.LookupNetIP(ctx, "ip4", "::1"); !errors.As(err, &de) || !de.IsNotFound {
+		t.Errorf("an IPv6 literal for ip4: %v", err)
+	}
+}
