@@ -200,6 +200,10 @@ func (c *conn) logDecision(o *Outcome) {
 	}
 	if tx != nil {
 		attrs = append(attrs, "queue_id", textsafe.Log(tx.queueID), "sender", textsafe.Log(envelope.Display(tx.sender)))
+		if srs, ok := envelope.ParseSRS(tx.sender); ok {
+			// A forwarder rewrote the sender: SPF judged the forwarder.
+			attrs = append(attrs, "srs_forwarder", textsafe.Log(srs.Forwarder), "srs_original_domain", textsafe.Log(srs.OrigDomain))
+		}
 	}
 	if o.Client.Relay.IsValid() {
 		attrs = append(attrs, "relay", o.Client.Relay.String(), "origin_ip", o.Client.IP.String())
@@ -227,6 +231,9 @@ func (c *conn) logDecision(o *Outcome) {
 	}
 	if d.Allowed != "" {
 		attrs = append(attrs, "allowed", string(d.Allowed))
+	}
+	if d.DomainRules != "" {
+		attrs = append(attrs, "domain_rules", d.DomainRules)
 	}
 	if d.Code != 0 && d.Allowed == "" {
 		// A dry-run decision names the reply it would have sent.
