@@ -4,14 +4,12 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,23 +50,6 @@ var (
 	forged = "mallory@good.test" // good.test's SPF does not list 127.0.2.13
 )
 
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // vouch is an in-process vouch on a loopback port, its DNS a dnstest
 // server. Its trusted networks do not cover the test clients.
 type vouch struct {
@@ -84,8 +65,9 @@ func startVouch(t *testing.T) *vouch {
 	return startVouchZone(t, zone)
 }
 
-// startVouchZone is startVouch with DNS serving zoneText.
-func startVouchZone(t *testing.T, zoneText string) *vouch {
+// startVouchZone is startVouch with DNS serving zoneText, the
+// configuration changed by each of change.
+func startVouchZone(t *testing.T, zoneText string, change ...func(*config.Config)) *vouch {
 	t.Helper()
 	d := dnstest.New(t, zoneText)
 	rc := checktest.Config(d.Addr, time.Second)
@@ -93,6 +75,9 @@ func startVouchZone(t *testing.T, zoneText string) *vouch {
 	res := checktest.ResolverFor(t, rc, nil)
 	cfg := config.Default()
 	cfg.Policy.TrustedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	for _, ch := range change {
+		ch(cfg)
+	}
 	v := &vouch{logs: &checktest.LogBuffer{}, served: make(chan error, 1), dns: d.Addr}
 	srv, err := milter.NewServer(cfg, res, milter.Options{
 		Logger:  slog.New(slog.NewTextHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
