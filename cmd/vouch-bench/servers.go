@@ -143,7 +143,11 @@ func startVouch(zoneText string, a socket.Address, o vouchOptions) (*vouchServer
 	if err != nil {
 		return nil, err
 	}
-	if v.srv, err = milter.NewServer(cfg, res, milter.Options{Logger: cfg.Log.NewLogger(v.logFile, nil), Metrics: m}); err != nil {
+	logger, err := cfg.Log.NewLogger(v.logFile, nil)
+	if err != nil {
+		return nil, err
+	}
+	if v.srv, err = milter.NewServer(cfg, res, milter.Options{Logger: logger, Metrics: m}); err != nil {
 		return nil, err
 	}
 

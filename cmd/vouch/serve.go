@@ -44,7 +44,11 @@ func serveCommand(args []string, stderr io.Writer) int {
 		return exitError
 	}
 	level := new(slog.LevelVar)
-	logger := cfg.Log.NewLogger(os.Stderr, level)
+	logger, err := cfg.Log.NewLogger(os.Stderr, level)
+	if err != nil {
+		fmt.Fprintln(stderr, "vouch:", err)
+		return exitError
+	}
 	for _, w := range cfg.Warnings {
 		logger.Warn("configuration warning", "warning", w.Error())
 	}

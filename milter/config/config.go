@@ -60,6 +60,10 @@ type Metrics struct {
 type Log struct {
 	Format string     `yaml:"format"` // text or json
 	Level  slog.Level `yaml:"level"`
+	// Output is stderr (the journal, under systemd) or syslog: the local
+	// syslog daemon (/dev/log), facility mail, tag vouch, so that the
+	// lines land beside the MTA's (Debian: /var/log/mail.log).
+	Output string `yaml:"output"`
 }
 
 type Checks struct {
@@ -148,7 +152,7 @@ func Default() *Config {
 			ShutdownTimeout: 30 * time.Second,
 		},
 		Metrics: Metrics{Listen: "127.0.0.1:9895"},
-		Log:     Log{Format: "text", Level: slog.LevelInfo},
+		Log:     Log{Format: "text", Level: slog.LevelInfo, Output: "stderr"},
 		DNS:     dns.DefaultConfig(),
 		Checks: Checks{
 			Deadline: 8 * time.Second,
@@ -350,17 +354,28 @@ func recipientListed(rcpt string, list []string) bool {
 	return false
 }
 
-// NewLogger builds the logger the log section asks for, writing to w. A
-// non-nil level lets a reload change the level of the running logger.
-func (l Log) NewLogger(w io.Writer, level *slog.LevelVar) *slog.Logger {
+// NewLogger builds the logger the log section asks for, writing to w
+// (output stderr) or to syslog. A non-nil level lets a reload change the
+// level of the running logger.
+func (l Log) NewLogger(w io.Writer, level *slog.LevelVar) (*slog.Logger, error) {
 	var lv slog.Leveler = l.Level
 	if level != nil {
 		level.Set(l.Level)
 		lv = level
 	}
 	opts := &slog.HandlerOptions{Level: lv}
-	if l.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+	newHandler := func(w io.Writer) slog.Handler {
+		if l.Format == "json" {
+			return slog.NewJSONHandler(w, opts)
+		}
+		return slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	if l.Output != "syslog" {
+		return slog.New(newHandler(w)), nil
+	}
+	h, err := newSyslogHandler(syslogSocket, newHandler)
+	if err != nil {
+		return nil, fmt.Errorf("log.output syslog: %w", err)
+	}
+	return slog.New(h), nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -352,5 +353,44 @@ func TestChanged(t *testing.T) {
 	}
 	if c := Changed(a, Default()); len(c) != 0 {
 		t.Errorf("defaults differ from themselves: %q", c)
+	}
+}
+
+// log.output: syslog sends each line to the local syslog daemon with the
+// mail facility (priority = facility*8 + severity), tagged vouch.
+func TestSyslogOutput(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "log")
+	pc, err := net.ListenPacket("unixgram", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	old := syslogSocket
+	syslogSocket = sock
+	defer func() { syslogSocket = old }()
+
+	c, err := Parse("s.yaml", []byte("log:\n  output: syslog\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.Log.NewLogger(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.With("conn", 7).Warn("too many milter connections", "active", 3)
+	buf := make([]byte, 2048)
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(buf[:n])
+	// mail (2) * 8 + warning (4) = 20.
+	if !strings.HasPrefix(got, "<20>") || !strings.Contains(got, " vouch[") ||
+		!strings.Contains(got, `level=WARN msg="too many milter connections" conn=7 active=3`) {
+		t.Errorf("syslog message %q", got)
+	}
+	if _, err := Parse("s.yaml", []byte("log:\n  output: file\n")); err == nil {
+		t.Error("output file accepted")
 	}
 }

@@ -41,7 +41,7 @@ func RestartOnly(key string) bool {
 	switch {
 	case key == "milter.shutdown_timeout":
 		return false // read at shutdown
-	case strings.HasPrefix(key, "milter."), key == "metrics.listen", key == "log.format":
+	case strings.HasPrefix(key, "milter."), key == "metrics.listen", key == "log.format", key == "log.output":
 		return true
 	}
 	return false

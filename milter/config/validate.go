@@ -45,6 +45,9 @@ func (c *Config) validate() Errors {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		add("log.format", "must be text or json, not %q", c.Log.Format)
 	}
+	if c.Log.Output != "stderr" && c.Log.Output != "syslog" {
+		add("log.output", "must be stderr or syslog, not %q", c.Log.Output)
+	}
 	for _, p := range c.DNS.Problems() {
 		add("dns."+p.Key, "%s", p.Msg)
 	}
