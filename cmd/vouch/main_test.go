@@ -368,3 +368,46 @@ func TestBadConfigRefusedAtStart(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errOut.String())
 	}
 }
+
+// TestReloadWarnsPerKeyAgainstWhatRuns: a reload names each changed key
+// that needs a restart, compared with what the daemon runs, so putting
+// the old value back is quiet; log.level applies at once.
+func TestReloadWarnsPerKeyAgainstWhatRuns(t *testing.T) {
+	dns := dnstest.New(t, zone)
+	cfg := filepath.Join(t.TempDir(), "vouch.yaml")
+	base := fmt.Sprintf("dns:\n  servers: [%q]\npolicy:\n  trusted_networks: []\n", dns.Addr)
+	write := func(extra string) {
+		if err := os.WriteFile(cfg, []byte(base+extra), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("milter:\n  max_connections: 100\n")
+	port := freePort(t)
+	c := startChild(t, "-config", cfg, "-milter.listen", fmt.Sprintf("inet:%d@127.0.0.1", port), "-metrics.listen", "")
+
+	write("milter:\n  max_connections: 50\n  idle_timeout: 1m\nlog:\n  level: debug\n")
+	c.signal(syscall.SIGHUP)
+	c.waitLog("configuration reloaded")
+	log := c.logText()
+	for _, key := range []string{"key=milter.max_connections", "key=milter.idle_timeout"} {
+		if !strings.Contains(log, `setting changed; it applies only after a restart" `+key) {
+			t.Errorf("no restart warning naming %s:\n%s", key, log)
+		}
+	}
+	if strings.Contains(log, "key=log.level") {
+		t.Error("log.level was said to need a restart")
+	}
+	// Debug lines now appear: a session's close is logged at debug.
+	s := openSession(t, fmt.Sprintf("127.0.0.1:%d", port), "127.0.0.10", "mail.good.test")
+	s.Close()
+	c.waitLog("milter connection closed")
+
+	// The running values back: no warning this time.
+	before := strings.Count(c.logText(), "applies only after a restart")
+	write("milter:\n  max_connections: 100\n")
+	c.signal(syscall.SIGHUP)
+	c.waitLog("configuration reloaded")
+	if after := strings.Count(c.logText(), "applies only after a restart"); after != before {
+		t.Errorf("putting the running values back warned again:\n%s", c.logText())
+	}
+}
