@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/dnsname"
 	"github.com/vouch-mail/vouch/checks/iprev"
 )
 
@@ -88,41 +89,10 @@ func Parse(helo string) (kind Kind, name string, literal net.IP) {
 }
 
 func parseFQDN(s string) (string, bool) {
-	s = strings.TrimSuffix(s, ".")
-	if len(s) == 0 || len(s) > maxName {
+	if !dnsname.Valid(s, dnsname.HELO) {
 		return "", false
 	}
-	labels := 0
-	allDigits := true
-	for rest := s; ; {
-		label, tail, more := strings.Cut(rest, ".")
-		if !validLabel(label) {
-			return "", false
-		}
-		labels++
-		if !more {
-			allDigits = isDigits(label)
-			break
-		}
-		rest = tail
-	}
-	if labels < 2 || allDigits {
-		return "", false
-	}
-	return strings.ToLower(s), true
-}
-
-func validLabel(l string) bool {
-	if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(l); i++ {
-		c := l[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
+	return strings.ToLower(strings.TrimSuffix(s, ".")), true
 }
 
 func isDigits(s string) bool {

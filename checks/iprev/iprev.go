@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/dnsname"
 )
 
 // Verdict is the outcome of an iprev check. Its values are bounded and
@@ -286,23 +287,7 @@ func normaliseName(n string) string {
 // MTA can look like: dot-separated labels of letters, digits, '-' and '_'
 // (which real PTR names do hold, and Postfix accepts), at most 253 octets.
 // It keeps "[ip]" and anything with spaces, CR/LF, '%' or 8-bit bytes out.
-func plausibleHostname(n string) bool {
-	if len(n) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(n, ".") {
-		if len(label) == 0 || len(label) > 63 {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
-}
+func plausibleHostname(n string) bool { return dnsname.Valid(n, dnsname.Host) }
 
 type errClass int
 

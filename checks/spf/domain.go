@@ -1,6 +1,6 @@
 package spf
 
-import "strings"
+import "github.com/vouch-mail/vouch/checks/dnsname"
 
 // validDomain reports whether d can be an SPF identity's domain: a
 // multi-label name of letters, digits, '-' and '_', labels of 1 to 63
@@ -13,28 +13,4 @@ import "strings"
 // hold an SPF record a sender relies on, and sending them to DNS only
 // spends queries on client-chosen bytes. U-labels (SMTPUTF8) are in that
 // set too: they would need converting to A-labels first.
-func validDomain(d string) bool {
-	d = strings.TrimSuffix(d, ".")
-	if len(d) == 0 || len(d) > 253 {
-		return false
-	}
-	labels := strings.Split(d, ".")
-	if len(labels) < 2 {
-		return false
-	}
-	for _, l := range labels {
-		if len(l) == 0 || len(l) > 63 {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			switch {
-			case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
-			default:
-				return false
-			}
-		}
-	}
-	top := labels[len(labels)-1]
-	return strings.Trim(top, "0123456789") != ""
-}
+func validDomain(d string) bool { return dnsname.Valid(d, dnsname.Identity) }

@@ -18,6 +18,7 @@ import (
 	blitiri "blitiri.com.ar/go/spf"
 
 	"github.com/vouch-mail/vouch/checks/dns"
+	"github.com/vouch-mail/vouch/checks/envelope"
 )
 
 // Identity is the SPF identity that was checked (RFC 7208 §2.3, §2.4).
@@ -96,21 +97,18 @@ const (
 // multi-label domain name, is None with no DNS (RFC 7208 §4.3).
 func CheckMailFrom(ctx context.Context, r dns.Lookuper, ip net.IP, helo, sender string, opts Options) Result {
 	res := Result{Identity: MailFrom}
-	addr := strings.TrimSuffix(strings.TrimPrefix(sender, "<"), ">")
-	at := strings.LastIndexByte(addr, '@')
-	if at < 0 {
+	local, domain, ok := envelope.Split(sender)
+	switch {
+	case !ok && !strings.Contains(sender, "@"):
 		res.Verdict, res.Problem = None, "sender address has no domain"
 		return res
-	}
-	local, domain := addr[:at], addr[at+1:]
-	if !validDomain(domain) {
+	case !ok || !validDomain(domain):
 		res.Verdict, res.Problem = None, "sender domain is not a domain name"
 		return res
 	}
 	if local == "" {
 		local = "postmaster" // RFC 7208 §4.3
 	}
-	domain = strings.TrimSuffix(domain, ".")
 	res.Sender = local + "@" + domain
 	res.Domain = domain
 	// The library splits the sender at its first '@'; a quoted local-part

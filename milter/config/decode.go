@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vouch-mail/vouch/checks/dnsname"
 	"github.com/vouch-mail/vouch/milter/policy"
 	"github.com/vouch-mail/vouch/milter/socket"
 )
@@ -431,7 +432,7 @@ func parsePrefix(s string) (p netip.Prefix, hostBits bool, err error) {
 // leading dot. It is lower-cased, without a trailing dot.
 func parseDomainEntry(s string) (string, error) {
 	name := strings.TrimPrefix(s, ".")
-	if name == "" || strings.ContainsAny(name, " @*/") || !strings.Contains(name, ".") && !strings.HasPrefix(s, ".") {
+	if !dnsname.Valid(name, dnsname.Rules{Underscore: true, TrailingDot: true}) || !strings.Contains(name, ".") && !strings.HasPrefix(s, ".") {
 		return "", errors.New("not a domain")
 	}
 	return strings.ToLower(strings.TrimSuffix(s, ".")), nil

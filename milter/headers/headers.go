@@ -25,6 +25,7 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 
+	"github.com/vouch-mail/vouch/checks/dnsname"
 	"github.com/vouch-mail/vouch/checks/helo"
 	"github.com/vouch-mail/vouch/checks/spf"
 )
@@ -254,23 +255,7 @@ func isLetDig(c byte) bool {
 
 // isDomainName is RFC 6376's domain-name, which RFC 8601 uses: two or
 // more labels of letters, digits and inner hyphens.
-func isDomainName(s string) bool {
-	labels := strings.Split(s, ".")
-	if len(labels) < 2 {
-		return false
-	}
-	for _, l := range labels {
-		if l == "" || !isLetDig(l[0]) || !isLetDig(l[len(l)-1]) {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			if !isLetDig(l[i]) && l[i] != '-' {
-				return false
-			}
-		}
-	}
-	return true
-}
+func isDomainName(s string) bool { return dnsname.Valid(s, dnsname.Header) }
 
 func authServID(in Input) string {
 	id := in.AuthServID

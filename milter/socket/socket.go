@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vouch-mail/vouch/checks/dnsname"
 )
 
 // Address is a parsed milter socket specification.
@@ -87,14 +89,7 @@ func checkPort(p string) error {
 	return nil
 }
 
-func validHostname(h string) bool {
-	for _, c := range h {
-		if !(c == '-' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return false
-		}
-	}
-	return h != ""
-}
+func validHostname(h string) bool { return dnsname.Valid(h, dnsname.Rules{}) }
 
 // Options are the unix socket's permissions.
 type Options struct {
