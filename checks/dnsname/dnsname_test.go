@@ -8,7 +8,7 @@ import (
 func TestValid(t *testing.T) {
 	long := strings.Repeat("a", 63)
 	tests := []struct {
-		name                           string
+		name                         string
 		helo, header, identity, host bool
 	}{
 		{"mail.example.com", true, true, true, true},
@@ -33,7 +33,7 @@ func TestValid(t *testing.T) {
 		{"[192.0.2.1]", false, false, false, false},
 		{long + ".com", true, true, true, true},
 		{long + "a.com", false, false, false, false},
-		{strings.Repeat("a.", 126) + "a", true, true, true, true},     // 253 octets
+		{strings.Repeat("a.", 126) + "a", true, true, true, true},      // 253 octets
 		{strings.Repeat("a.", 126) + "ab", false, false, false, false}, // 254
 	}
 	for _, tc := range tests {
