@@ -18,6 +18,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/deploy/e2e/mta"
 )
@@ -388,27 +389,10 @@ func asVouch(args ...string) *exec.Cmd {
 
 type vouchProc struct {
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *checktest.LogBuffer
 	notify   *net.UnixConn
 	exited   chan error
 	stopOnce sync.Once
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // startVouch starts the installed vouch as the unit would, and waits for
@@ -421,7 +405,7 @@ func startVouch(t *testing.T, work, conf, metrics string) *vouchProc {
 		t.Fatal(err)
 	}
 	os.Chmod(notifyPath, 0o666) // vouch sends as user vouch
-	v := &vouchProc{log: &syncBuffer{}, notify: nc, exited: make(chan error, 1)}
+	v := &vouchProc{log: &checktest.LogBuffer{}, notify: nc, exited: make(chan error, 1)}
 	v.cmd = asVouch(binPath, "serve", "-config", conf, "-metrics.listen", metrics)
 	v.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "NOTIFY_SOCKET=" + notifyPath}
 	v.cmd.Stdout, v.cmd.Stderr = v.log, v.log
@@ -524,7 +508,7 @@ stub-zone:
 	if out, err := exec.Command("/usr/sbin/unbound-checkconf", conf).CombinedOutput(); err != nil {
 		t.Fatalf("unbound-checkconf: %v\n%s", err, out)
 	}
-	log := &syncBuffer{}
+	log := &checktest.LogBuffer{}
 	cmd := exec.Command("/usr/sbin/unbound", "-d", "-c", conf)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

@@ -31,6 +31,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vouch-mail/vouch/checks/checktest"
 )
 
 // Names lists the MTAs this package can start, for tests that run the same
@@ -296,7 +298,7 @@ type process struct {
 	err    error         // Wait's result, valid after exited
 }
 
-func startProcess(cmd *exec.Cmd, out *logBuffer) (*process, error) {
+func startProcess(cmd *exec.Cmd, out *checktest.LogBuffer) (*process, error) {
 	cmd.Stdout = out
 	cmd.Stderr = out
 	if cmd.SysProcAttr == nil {
@@ -372,25 +374,6 @@ func (p *process) stop(grace time.Duration) error {
 	return err
 }
 
-// logBuffer is an io.Writer safe for concurrent use whose contents can be
-// read at any time.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // logTail returns the last n lines of s, for failure messages.
 func logTail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
@@ -430,7 +413,7 @@ type instance struct {
 	dir  string
 	port int
 	proc *process
-	log  *logBuffer
+	log  *checktest.LogBuffer
 	sys  *syslogSink
 
 	stopOnce sync.Once
@@ -438,7 +421,7 @@ type instance struct {
 }
 
 func newInstance(t testing.TB, name string, o Options) instance {
-	return instance{name: name, o: o, dir: instanceDir(t, name), log: &logBuffer{}}
+	return instance{name: name, o: o, dir: instanceDir(t, name), log: &checktest.LogBuffer{}}
 }
 
 func (s *instance) Name() string     { return s.name }

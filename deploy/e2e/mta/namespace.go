@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/vouch-mail/vouch/checks/checktest"
 )
 
 // Both MTAs log through syslog(3), and neither can be told to use another
@@ -33,12 +35,12 @@ mount --rbind "$d/dev" /dev
 // are appended to a log buffer.
 type syslogSink struct {
 	conn *net.UnixConn
-	log  *logBuffer
+	log  *checktest.LogBuffer
 	done chan struct{} // closed when the reader returned
 }
 
 // startSyslog prepares dir/dev and starts reading dir/log.sock into log.
-func startSyslog(dir string, log *logBuffer) (*syslogSink, error) {
+func startSyslog(dir string, log *checktest.LogBuffer) (*syslogSink, error) {
 	if err := os.Mkdir(filepath.Join(dir, "dev"), 0o755); err != nil {
 		return nil, err
 	}

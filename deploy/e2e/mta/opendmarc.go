@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/vouch-mail/vouch/checks/checktest"
 )
 
 const opendmarcBin = "/usr/sbin/opendmarc"
@@ -45,7 +46,7 @@ type OpenDMARC struct {
 	dir  string
 	port int
 	proc *process
-	log  *logBuffer
+	log  *checktest.LogBuffer
 	sys  *syslogSink
 }
 
@@ -78,7 +79,7 @@ func StartOpenDMARC(t testing.TB, o OpenDMARCOptions) *OpenDMARC {
 	}
 	relay := startDNSRelay(t, o.DNS)
 
-	d := &OpenDMARC{dir: instanceDir(t, "opendmarc"), log: &logBuffer{}}
+	d := &OpenDMARC{dir: instanceDir(t, "opendmarc"), log: &checktest.LogBuffer{}}
 	t.Cleanup(func() {
 		if d.proc != nil {
 			// libmilter looks at its stop flag between accept polls, so
