@@ -6,7 +6,6 @@ import (
 	"net"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/answer"
 	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 )
@@ -88,17 +88,6 @@ func startStrayRig(t *testing.T, preset string) *strayRig {
 	return rig
 }
 
-// strayReply renders an action: "continue", or "451 4.7.25 text".
-func strayReply(a *gomilter.Action) string {
-	switch a.Code {
-	case gomilter.ActContinue:
-		return "continue"
-	case gomilter.ActReplyCode:
-		return strings.TrimSpace(strconv.Itoa(a.SMTPCode) + " " + a.SMTPText)
-	}
-	return "action " + string(rune(a.Code))
-}
-
 // session runs one SMTP transaction the way Postfix drives a milter:
 // connect, HELO, MAIL, RCPT to a user, RCPT to postmaster (exempt, so the
 // message goes on whatever the verdict and gets vouch's headers), header,
@@ -121,7 +110,7 @@ func (rig *strayRig) session(t *testing.T, sender string) (rcpt string, fields m
 		if err != nil {
 			t.Fatalf("%s: %v", stage, err)
 		}
-		return strayReply(a)
+		return answer.Text(a)
 	}
 	must := func(stage string, a *gomilter.Action, err error) {
 		t.Helper()

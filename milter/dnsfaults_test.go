@@ -10,6 +10,7 @@ import (
 
 	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
+	"github.com/vouch-mail/vouch/milter/answer"
 	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/policy"
 )
@@ -268,7 +269,7 @@ func TestDNSTimeoutAnsweredByDeadline(t *testing.T) {
 			m.mail("a@fault.test", "continue")
 			act := m.must(m.s.Rcpt("<user@vouch.test>", nil))
 			took := time.Since(start)
-			if got := reply(act); got != tc.want {
+			if got := answer.Text(act); got != tc.want {
 				t.Fatalf("got %q, want %q", got, tc.want)
 			}
 			// The checks started at connect; the deadline runs from there.
@@ -277,7 +278,7 @@ func TestDNSTimeoutAnsweredByDeadline(t *testing.T) {
 			if took < deadline/2 || took > deadline+4*time.Second {
 				t.Errorf("answered after %v with a %v deadline", took, deadline)
 			}
-			t.Logf("%q after %v with a %v deadline", reply(act), took.Round(time.Millisecond), deadline)
+			t.Logf("%q after %v with a %v deadline", answer.Text(act), took.Round(time.Millisecond), deadline)
 		})
 	}
 }

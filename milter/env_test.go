@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/answer"
 	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 	"github.com/vouch-mail/vouch/milter/socket"
@@ -182,27 +182,9 @@ func (m *mta) must(a *gomilter.Action, err error) *gomilter.Action {
 	return a
 }
 
-// reply renders an action as the test expects it: "continue", "accept",
-// "tempfail", "reject" or "550 5.7.23 text".
-func reply(a *gomilter.Action) string {
-	switch a.Code {
-	case gomilter.ActContinue:
-		return "continue"
-	case gomilter.ActAccept:
-		return "accept"
-	case gomilter.ActTempFail:
-		return "tempfail"
-	case gomilter.ActReject:
-		return "reject"
-	case gomilter.ActReplyCode:
-		return strings.TrimSpace(strconv.Itoa(a.SMTPCode) + " " + a.SMTPText)
-	}
-	return "action " + string(rune(a.Code))
-}
-
 func (m *mta) expect(stage string, a *gomilter.Action, want string) {
 	m.t.Helper()
-	if got := reply(a); got != want {
+	if got := answer.Text(a); got != want {
 		m.t.Fatalf("%s: got %q, want %q", stage, got, want)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/answer"
 	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 	"github.com/vouch-mail/vouch/milter/textsafe"
@@ -468,7 +469,7 @@ func TestClientStringsInJSONLogs(t *testing.T) {
 	m.mail(evilSender, "continue", "i", "Q\r\nID")
 	act := m.must(m.s.Rcpt("<user@vouch.test>", nil))
 	if act.Code != gomilter.ActReplyCode || act.SMTPCode != 550 {
-		t.Fatalf("got %q, want a 550", reply(act))
+		t.Fatalf("got %q, want a 550", answer.Text(act))
 	}
 	// Exempt by its local part: logged with the recipient.
 	m.rcpt("postmaster@vouch.test\r\nX", "continue")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/checks/dnstest"
+	"github.com/vouch-mail/vouch/milter/answer"
 	"github.com/vouch-mail/vouch/milter/policy"
 )
 
@@ -185,7 +186,7 @@ func TestClientStringsNeverReachReplyOrLogRaw(t *testing.T) {
 	m.mail("a%b\r\nX-Injected: 1@other.test", "continue")
 	act := m.must(m.s.Rcpt("<user@vouch.test>", nil))
 	if act.Code != gomilter.ActReplyCode || act.SMTPCode != 550 {
-		t.Fatalf("got %q, want a 550 for HELO %q", reply(act), evil)
+		t.Fatalf("got %q, want a 550 for HELO %q", answer.Text(act), evil)
 	}
 	text := act.SMTPText
 	for i := 0; i < len(text); i++ {
@@ -435,7 +436,7 @@ func TestOverload(t *testing.T) {
 			first := e.connect("127.0.0.10")
 			second := e.connect("")
 			act := second.must(second.s.Conn("[127.0.0.11]", gomilter.FamilyInet, 1, "127.0.0.11"))
-			if got := reply(act); got != action {
+			if got := answer.Text(act); got != action {
 				t.Errorf("connection past the cap got %q, want %q", got, action)
 			}
 			if got := testutil.ToFloat64(e.metrics.SessionsRefused.WithLabelValues("overload")); got != 1 {

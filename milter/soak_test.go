@@ -27,6 +27,7 @@ import (
 	"github.com/vouch-mail/vouch/checks/dns"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter"
+	"github.com/vouch-mail/vouch/milter/answer"
 	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 	"github.com/vouch-mail/vouch/milter/policy"
@@ -294,7 +295,7 @@ func soakSession(addr string, sc, n int, lat *[]time.Duration) error {
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", x.ip, stage, err)
 		}
-		if got := reply(a); got != want {
+		if got := answer.Text(a); got != want {
 			return fmt.Errorf("%s %s: got %q, want %q", x.ip, stage, got, want)
 		}
 		return nil
@@ -369,7 +370,7 @@ func TestOverloadSessionsUnderTheCapKeepFullFunction(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		m := e.connect("")
 		act := m.must(m.s.Conn("[127.0.0.11]", gomilter.FamilyInet, 1, "127.0.0.11"))
-		if got := reply(act); got != "tempfail" {
+		if got := answer.Text(act); got != "tempfail" {
 			t.Fatalf("connection %d past the cap: got %q, want tempfail", i+1, got)
 		}
 		over = append(over, m)

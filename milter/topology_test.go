@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vouch-mail/vouch/checks/dnstest"
+	"github.com/vouch-mail/vouch/milter/answer"
 	"github.com/vouch-mail/vouch/milter/policy"
 )
 
@@ -25,7 +26,7 @@ func (m *mta) headersThen(fields ...string) string {
 	for i := 0; i+1 < len(fields); i += 2 {
 		m.expect("header", m.must(m.s.HeaderField(fields[i], fields[i+1])), "continue")
 	}
-	return reply(m.must(m.s.HeaderEnd()))
+	return answer.Text(m.must(m.s.HeaderEnd()))
 }
 
 func trustRelay(s *setup) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+	"github.com/vouch-mail/vouch/milter/answer"
 	"github.com/vouch-mail/vouch/milter/socket"
 )
 
@@ -184,7 +185,7 @@ func openOne(client *gomilter.Client, s Session, i int) (*gomilter.ClientSession
 		act, err = cs.Helo(s.HELO)
 	}
 	if err == nil && act.Code != gomilter.ActContinue {
-		err = fmt.Errorf("answered %s", verdict(act))
+		err = fmt.Errorf("answered %s", answer.Code(act))
 	}
 	if err != nil {
 		cs.Close()

@@ -2,17 +2,16 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+	"github.com/vouch-mail/vouch/milter/answer"
 	"github.com/vouch-mail/vouch/milter/socket"
 )
 
@@ -189,12 +188,12 @@ func runSession(client *gomilter.Client, s Session, n, messages int, start time.
 	// A refusal at connect or HELO answers every message of the session.
 	refused := ""
 	if act.Code != gomilter.ActContinue {
-		refused = verdict(act)
+		refused = answer.Code(act)
 	} else if act, err = cs.Helo(s.HELO); err != nil {
 		fail("helo", err)
 		return
 	} else if act.Code != gomilter.ActContinue {
-		refused = verdict(act)
+		refused = answer.Code(act)
 	}
 	msgs := 0
 	for m := range messages {
@@ -244,7 +243,7 @@ func transaction(cs *gomilter.ClientSession, s Session, n, m int) (v string, rcp
 		return "", 0, "mail", err
 	}
 	if act.Code != gomilter.ActContinue {
-		return verdict(act), 0, "", nil
+		return answer.Code(act), 0, "", nil
 	}
 	t := time.Now()
 	if err := cs.Macros(gomilter.CodeRcpt, "i", qid, "{rcpt_addr}", s.Rcpt); err != nil {
@@ -256,7 +255,7 @@ func transaction(cs *gomilter.ClientSession, s Session, n, m int) (v string, rcp
 	}
 	rcptLat = time.Since(t)
 	if act.Code != gomilter.ActContinue {
-		return verdict(act), rcptLat, "", nil
+		return answer.Code(act), rcptLat, "", nil
 	}
 	for _, f := range headerFields {
 		act, err = cs.HeaderField(f[0], f[1])
@@ -264,14 +263,14 @@ func transaction(cs *gomilter.ClientSession, s Session, n, m int) (v string, rcp
 			return "", rcptLat, "header", err
 		}
 		if act.Code != gomilter.ActContinue {
-			return verdict(act), rcptLat, "", nil
+			return answer.Code(act), rcptLat, "", nil
 		}
 	}
 	if act, err = cs.HeaderEnd(); err != nil {
 		return "", rcptLat, "eoh", err
 	}
 	if act.Code != gomilter.ActContinue {
-		return verdict(act), rcptLat, "", nil
+		return answer.Code(act), rcptLat, "", nil
 	}
 	if err := cs.Macros(gomilter.CodeEOB, "i", qid); err != nil {
 		return "", rcptLat, "eom", err
@@ -280,46 +279,7 @@ func transaction(cs *gomilter.ClientSession, s Session, n, m int) (v string, rcp
 	if err != nil {
 		return "", rcptLat, "eom", err
 	}
-	return verdict(act), rcptLat, "", nil
-}
-
-// verdict names a milter answer: continue, accept, tempfail, reject,
-// discard, or for a reply code its SMTP and enhanced status codes
-// ("550 5.7.23").
-func verdict(a *gomilter.Action) string {
-	switch a.Code {
-	case gomilter.ActContinue:
-		return "continue"
-	case gomilter.ActAccept:
-		return "accept"
-	case gomilter.ActTempFail:
-		return "tempfail"
-	case gomilter.ActReject:
-		return "reject"
-	case gomilter.ActDiscard:
-		return "discard"
-	case gomilter.ActReplyCode:
-		v := strconv.Itoa(a.SMTPCode)
-		if status, _, _ := strings.Cut(a.SMTPText, " "); isStatus(status) {
-			v += " " + status
-		}
-		return v
-	}
-	return fmt.Sprintf("action %q", rune(a.Code))
-}
-
-// isStatus reports whether s looks like an RFC 3463 code, "5.7.23".
-func isStatus(s string) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 {
-		return false
-	}
-	for _, p := range parts {
-		if _, err := strconv.Atoi(p); err != nil || p == "" || len(p) > 3 {
-			return false
-		}
-	}
-	return true
+	return answer.Code(act), rcptLat, "", nil
 }
 
 // clientFamily is the milter protocol family of ip.

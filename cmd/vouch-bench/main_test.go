@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
 	"github.com/vouch-mail/vouch/milter/socket"
 )
 
@@ -317,30 +316,6 @@ func TestUsageErrors(t *testing.T) {
 			}
 			if !strings.Contains(errOut, tc.want) {
 				t.Errorf("stderr lacks %q:\n%s", tc.want, errOut)
-			}
-		})
-	}
-}
-
-func TestVerdict(t *testing.T) {
-	tests := []struct {
-		act  gomilter.Action
-		want string
-	}{
-		{gomilter.Action{Code: gomilter.ActContinue}, "continue"},
-		{gomilter.Action{Code: gomilter.ActAccept}, "accept"},
-		{gomilter.Action{Code: gomilter.ActTempFail}, "tempfail"},
-		{gomilter.Action{Code: gomilter.ActReject}, "reject"},
-		{gomilter.Action{Code: gomilter.ActDiscard}, "discard"},
-		{gomilter.Action{Code: gomilter.ActReplyCode, SMTPCode: 550, SMTPText: "5.7.23 SPF: no"}, "550 5.7.23"},
-		{gomilter.Action{Code: gomilter.ActReplyCode, SMTPCode: 451, SMTPText: "4.3.0 Temporary local error"}, "451 4.3.0"},
-		{gomilter.Action{Code: gomilter.ActReplyCode, SMTPCode: 554, SMTPText: "go away"}, "554"},
-		{gomilter.Action{Code: gomilter.ActReplyCode, SMTPCode: 550, SMTPText: "5.x.1 odd"}, "550"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.want, func(t *testing.T) {
-			if got := verdict(&tc.act); got != tc.want {
-				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
 	}

@@ -19,6 +19,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/vouch-mail/vouch/checks/dnstest"
+	"github.com/vouch-mail/vouch/milter/answer"
 )
 
 // TestMain lets the test binary stand in for the vouch binary: the daemon
@@ -179,12 +180,8 @@ func expect(t *testing.T, what string, a *gomilter.Action, err error, want strin
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
-	got := string(rune(a.Code))
-	if a.Code == gomilter.ActReplyCode {
-		got = fmt.Sprintf("%d %s", a.SMTPCode, a.SMTPText)
-	}
-	if got != want {
-		t.Fatalf("%s: got %q, want %q", what, got, want)
+	if got := answer.Text(a); got != want {
+		t.Fatalf("%s: got %q, want %q", what, answer.Text(a), want)
 	}
 }
 
@@ -203,7 +200,7 @@ func TestEmbeddedDefaults(t *testing.T) {
 	defer s.Close()
 	// Loopback is trusted by default: no DNS needed.
 	a, err := s.Conn("localhost", gomilter.FamilyInet, 1234, "127.0.0.1")
-	expect(t, "connect", a, err, "c")
+	expect(t, "connect", a, err, "continue")
 	resp, err := http.Get("http://127.0.0.1:9895/readyz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("readyz: %v %v", resp, err)
@@ -235,9 +232,9 @@ func openSession(t *testing.T, addr, ip, helo string) *gomilter.ClientSession {
 	t.Cleanup(func() { s.Close() })
 	s.Macros(gomilter.CodeConn, "j", "mx.vouch.test")
 	a, err := s.Conn("["+ip+"]", gomilter.FamilyInet, 1234, ip)
-	expect(t, "connect", a, err, "c")
+	expect(t, "connect", a, err, "continue")
 	a, err = s.Helo(helo)
-	expect(t, "helo", a, err, "c")
+	expect(t, "helo", a, err, "continue")
 	return s
 }
 
@@ -261,14 +258,14 @@ func TestReload(t *testing.T) {
 	strictReply := "550 5.7.25 HELO name mail.other.test does not match the reverse DNS of 127.0.0.10"
 	after := openSession(t, addr, "127.0.0.10", "mail.other.test")
 	a, err := after.Mail("<alice@good.test>", nil)
-	expect(t, "mail", a, err, "c")
+	expect(t, "mail", a, err, "continue")
 	a, err = after.Rcpt("<user@vouch.test>", nil)
 	expect(t, "rcpt after reload", a, err, strictReply)
 	// ...while the session open during the reload keeps its settings.
 	a, err = before.Mail("<alice@good.test>", nil)
-	expect(t, "mail", a, err, "c")
+	expect(t, "mail", a, err, "continue")
 	a, err = before.Rcpt("<user@vouch.test>", nil)
-	expect(t, "rcpt in the session open during reload", a, err, "c")
+	expect(t, "rcpt in the session open during reload", a, err, "continue")
 
 	// A bad file is refused; the running (strict) configuration stays.
 	os.WriteFile(cfg, []byte("policy:\n  preset: paranoid\n"), 0o644)
@@ -332,11 +329,11 @@ func TestSIGTERMLetsOpenSessionsFinish(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	a, err := s.Mail("<alice@good.test>", nil)
-	expect(t, "mail during shutdown", a, err, "c")
+	expect(t, "mail during shutdown", a, err, "continue")
 	a, err = s.Rcpt("<user@vouch.test>", nil)
-	expect(t, "rcpt during shutdown", a, err, "c")
+	expect(t, "rcpt during shutdown", a, err, "continue")
 	mods, a, err := s.End()
-	expect(t, "end of message during shutdown", a, err, "c")
+	expect(t, "end of message during shutdown", a, err, "continue")
 	if len(mods) == 0 {
 		t.Error("no headers added to the message finished during shutdown")
 	}

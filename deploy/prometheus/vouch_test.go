@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/vouch-mail/vouch/checks/dnstest"
+	"github.com/vouch-mail/vouch/milter/answer"
 )
 
 // The test world. Each client address has its story:
@@ -123,29 +123,17 @@ func (m *mta) macros(code gomilter.Code, kv ...string) {
 	}
 }
 
-// answer renders an action: "continue", "tempfail", or "550 5.7.23 text".
-func answer(a *gomilter.Action, err error) string {
+// answerOf renders an action as package answer does, or the error.
+func answerOf(a *gomilter.Action, err error) string {
 	if err != nil {
 		return "error: " + err.Error()
 	}
-	switch a.Code {
-	case gomilter.ActContinue:
-		return "continue"
-	case gomilter.ActAccept:
-		return "accept"
-	case gomilter.ActTempFail:
-		return "tempfail"
-	case gomilter.ActReject:
-		return "reject"
-	case gomilter.ActReplyCode:
-		return strconv.Itoa(a.SMTPCode) + " " + a.SMTPText
-	}
-	return "action " + string(rune(a.Code))
+	return answer.Text(a)
 }
 
 func (m *mta) expect(stage string, a *gomilter.Action, err error, want string) {
 	m.t.Helper()
-	if got := answer(a, err); got != want {
+	if got := answerOf(a, err); got != want {
 		m.t.Fatalf("%s: got %q, want %q", stage, got, want)
 	}
 }
