@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter/explain"
 )
@@ -86,51 +87,11 @@ func lineWith(out, prefix string) string {
 	return ""
 }
 
-// The two examples docs/tools.md shows, byte for byte.
+// The examples docs/tools.md shows, byte for byte, are golden files in
+// testdata/ (go test -update rewrites them).
 const (
-	checkAcceptArgs   = "--ip 127.0.0.10 --helo mail.good.test --from alice@good.test"
-	checkAcceptOutput = `client   127.0.0.10  helo mail.good.test  from alice@good.test
-iprev    pass        127.0.0.10 -> mail.good.test -> 127.0.0.10 (confirmed)
-helo     match       mail.good.test is the confirmed rDNS name
-spf      pass        good.test: include:_spf.good.test matched (mailfrom alice@good.test)
-                     good.test "v=spf1 include:_spf.good.test -all"
-                       include _spf.good.test "v=spf1 ip4:127.0.0.10 ip6:::10 ~all"
-spf_helo pass        mail.good.test: a matched (helo postmaster@mail.good.test)
-                     mail.good.test "v=spf1 a -all"
-policy   standard, decided at rcpt
-action   accept
-reply    none: accepted
-headers  added at the top of the message:
-Authentication-Results: mx.vouch.test;
-	iprev=pass (HELO mail.good.test: match) policy.iprev=127.0.0.10;
-	spf=pass smtp.mailfrom=alice@good.test;
-	spf=pass smtp.helo=mail.good.test
-Received-SPF: pass (mx.vouch.test: domain of alice@good.test designates
-	127.0.0.10 as permitted sender) client-ip=127.0.0.10;
-	envelope-from="alice@good.test"; helo=mail.good.test; identity=mailfrom;
-	receiver=mx.vouch.test; mechanism="include:_spf.good.test"
-`
-	checkTrustedOutput = `client   127.0.0.13  helo mail.other.test  from alice@good.test
-exempt   127.0.0.13 is in policy.trusted_networks: no checks, no headers
-policy   standard, decided at rcpt
-action   accept
-reply    none: accepted
-headers  none: exempt messages are not checked
-`
-	checkRejectArgs   = "--ip 127.0.0.13 --helo mail.other.test --from alice@good.test"
-	checkRejectOutput = `client   127.0.0.13  helo mail.other.test  from alice@good.test
-iprev    pass        127.0.0.13 -> mail.other.test -> 127.0.0.13 (confirmed)
-helo     match       mail.other.test is the confirmed rDNS name
-spf      fail        good.test: -all matched (mailfrom alice@good.test)
-                     good.test "v=spf1 include:_spf.good.test -all"
-                       include _spf.good.test "v=spf1 ip4:127.0.0.10 ip6:::10 ~all"
-spf_helo pass        mail.other.test: a matched (helo postmaster@mail.other.test)
-                     mail.other.test "v=spf1 a -all"
-policy   standard, decided at rcpt
-action   reject (spf)
-reply    550 5.7.23 SPF: 127.0.0.13 is not allowed to send mail from good.test  (to RCPT TO)
-headers  none: the message is refused
-`
+	checkAcceptArgs = "--ip 127.0.0.10 --helo mail.good.test --from alice@good.test"
+	checkRejectArgs = "--ip 127.0.0.13 --helo mail.other.test --from alice@good.test"
 )
 
 func TestCheckExactOutput(t *testing.T) {
@@ -139,14 +100,15 @@ func TestCheckExactOutput(t *testing.T) {
 		name, args, want string
 		code             int
 	}{
-		{"accept", checkAcceptArgs, checkAcceptOutput, exitOK},
-		{"reject", checkRejectArgs, checkRejectOutput, exitReject},
+		{"accept", checkAcceptArgs, "check-accept.txt", exitOK},
+		{"reject", checkRejectArgs, "check-reject.txt", exitReject},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := e.check(strings.Fields(tc.args)...)
-			if code != tc.code || out != tc.want || errOut != "" {
-				t.Errorf("exit %d (want %d), stderr %q, output:\n%s\nwant:\n%s", code, tc.code, errOut, out, tc.want)
+			if code != tc.code || errOut != "" {
+				t.Errorf("exit %d (want %d), stderr %q", code, tc.code, errOut)
 			}
+			checktest.Golden(t, filepath.Join("testdata", tc.want), out)
 		})
 	}
 }
@@ -285,10 +247,10 @@ func TestCheckTrustedClient(t *testing.T) {
 	d := dnstest.New(t, checkZone)
 	code, out, _ := runVouch(t, "check", "--dns", d.Addr, "--mta-name", "mx.vouch.test",
 		"--ip", "127.0.0.13", "--helo", "mail.other.test", "--from", "alice@good.test")
-	want := checkTrustedOutput
-	if code != exitOK || out != want {
-		t.Errorf("exit %d, output:\n%s\nwant:\n%s", code, out, want)
+	if code != exitOK {
+		t.Errorf("exit %d", code)
 	}
+	checktest.Golden(t, filepath.Join("testdata", "check-trusted.txt"), out)
 	if n := d.TotalQueries(); n != 0 {
 		t.Errorf("%d DNS queries for a trusted client: %v", n, d.QueryLog())
 	}
@@ -517,10 +479,10 @@ func TestToolsDoc(t *testing.T) {
 	}
 	doc := string(data)
 	for name, example := range map[string]string{
-		"check accept":  "--from alice@good.test\n" + checkAcceptOutput + "```",
-		"check reject":  "--from alice@good.test\n" + checkRejectOutput + "```",
-		"check trusted": "```\n" + checkTrustedOutput + "```",
-		"audit":         auditDNSArgs + "\n" + auditDNSOutput + "```",
+		"check accept":  "--from alice@good.test\n" + golden(t, "check-accept.txt") + "```",
+		"check reject":  "--from alice@good.test\n" + golden(t, "check-reject.txt") + "```",
+		"check trusted": "```\n" + golden(t, "check-trusted.txt") + "```",
+		"audit":         auditDNSArgs + "\n" + golden(t, "audit-dns.txt") + "```",
 	} {
 		if !strings.Contains(doc, example) {
 			t.Errorf("docs/tools.md lacks the %s example as the test sees it:\n%s", name, example)
@@ -564,4 +526,14 @@ func jsonFields(t reflect.Type) []string {
 		out = append(out, jsonFields(t.Field(i).Type)...)
 	}
 	return out
+}
+
+// golden reads a golden file of testdata/.
+func golden(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
