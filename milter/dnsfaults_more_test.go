@@ -22,25 +22,8 @@ import (
 	"github.com/vouch-mail/vouch/milter/metrics"
 )
 
-// This file is self-contained on purpose: it drives vouch only through
-// its public constructors and the milter protocol, with its own world.
-
-// strayZone is the world of the matrix below, as in docs/hardening.md:
-// the client 127.0.0.20 has the PTR ptr.fault.test (confirmed), says
-// HELO helo.fault.test (whose A holds the client) and sends from
-// a@fault.test, whose SPF lists the client; a@inc.fault.test goes through
-// an include.
-const strayZone = `
-$ORIGIN fault.test.
-@        SOA   ns.test. hostmaster.test. 1 3600 600 86400 60
-@        TXT   "v=spf1 ip4:127.0.0.20 -all"
-ptr      A     127.0.0.20
-helo     A     127.0.0.20
-helo     TXT   "v=spf1 a -all"
-20.0.0.127.in-addr.arpa. PTR ptr.fault.test.
-inc      TXT   "v=spf1 include:target.fault.test -all"
-target   TXT   "v=spf1 ip4:127.0.0.20 -all"
-`
+// This file drives vouch only through its public constructors and the
+// milter protocol, in the world of dnsfaults_test.go (faultZone).
 
 // strayRig is vouch on a loopback socket over its own dnstest server, under
 // one preset, with loopback not trusted.
@@ -52,7 +35,7 @@ type strayRig struct {
 
 func startStrayRig(t *testing.T, preset string) *strayRig {
 	t.Helper()
-	rig := &strayRig{dns: dnstest.New(t, strayZone), logs: &checktest.LogBuffer{}}
+	rig := &strayRig{dns: dnstest.New(t, faultZone), logs: &checktest.LogBuffer{}}
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	// One attempt of 0.25 s: a fault that hides the answer costs that.
 	res := checktest.ResolverFor(t, checktest.Config(rig.dns.Addr, 250*time.Millisecond), m.DNSObserver())

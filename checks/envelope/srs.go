@@ -1,6 +1,10 @@
 package envelope
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/vouch-mail/vouch/checks/dnsname"
+)
 
 // SRS is what a Sender Rewriting Scheme address says (the scheme of
 // Shevek's Mail::SRS, used by postsrsd, pfix-srsd, Exim and others). A
@@ -67,20 +71,4 @@ func isSep(c byte) bool { return c == '=' || c == '+' || c == '-' }
 
 // isDomainish accepts a domain as SRS writes it: labels of letters,
 // digits, '-' and '_' joined by single dots.
-func isDomainish(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(s, ".") {
-		if l == "" || len(l) > 63 {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
-}
+func isDomainish(s string) bool { return dnsname.Valid(s, dnsname.Host) }

@@ -23,6 +23,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vouch-mail/vouch/checks/dnsname"
 )
 
 // MaxFieldLen bounds one Received field value, in octets. Postfix's and
@@ -301,20 +303,4 @@ func parseLiteral(s string) (netip.Addr, uint16, bool) {
 
 // isDomain accepts a host name as receivers write one: letters, digits,
 // '-', '_' and inner dots (no trailing dot, no empty label).
-func isDomain(s string) bool {
-	if s == "" || len(s) > 255 {
-		return false
-	}
-	for _, l := range strings.Split(s, ".") {
-		if l == "" {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
-}
+func isDomain(s string) bool { return dnsname.Valid(s, dnsname.Host) }

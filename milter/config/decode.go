@@ -226,6 +226,16 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 }
 
 func collectFields(v reflect.Value, fields map[string]reflect.Value, names *[]string) {
+	eachKey(v, func(name string, f reflect.Value) {
+		fields[name] = f
+		*names = append(*names, name)
+	})
+}
+
+// eachKey calls fn for each field of the struct v that is a key of the
+// file, by its yaml tag, in order; the fields of a ",inline" field are
+// the struct's own.
+func eachKey(v reflect.Value, fn func(name string, f reflect.Value)) {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -233,10 +243,9 @@ func collectFields(v reflect.Value, fields map[string]reflect.Value, names *[]st
 		switch {
 		case name == "-" || !f.IsExported():
 		case opts == "inline":
-			collectFields(v.Field(i), fields, names)
+			eachKey(v.Field(i), fn)
 		case name != "":
-			fields[name] = v.Field(i)
-			*names = append(*names, name)
+			fn(name, v.Field(i))
 		}
 	}
 }

@@ -16,18 +16,9 @@ func Changed(a, b *Config) []string {
 
 func changed(a, b reflect.Value, path string, out *[]string) {
 	if a.Kind() == reflect.Struct && hooks[a.Type()] == nil {
-		t := a.Type()
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			switch {
-			case name == "-" || !f.IsExported():
-			case opts == "inline":
-				changed(a.Field(i), b.Field(i), path, out)
-			case name != "":
-				changed(a.Field(i), b.Field(i), child(path, name), out)
-			}
-		}
+		fields := map[string]reflect.Value{}
+		eachKey(b, func(name string, f reflect.Value) { fields[name] = f })
+		eachKey(a, func(name string, f reflect.Value) { changed(f, fields[name], child(path, name), out) })
 		return
 	}
 	if !reflect.DeepEqual(a.Interface(), b.Interface()) {
