@@ -1,20 +1,11 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/vouch-mail/vouch/checks/audit/audittest"
 	"github.com/vouch-mail/vouch/checks/checktest"
@@ -313,43 +304,10 @@ func startPostfix(t *testing.T, hostname string, params map[string]string, tls b
 		main[k] = v
 	}
 	if tls {
-		cert, key := selfSigned(t, t.TempDir(), hostname)
-		main["smtpd_tls_cert_file"] = cert
-		main["smtpd_tls_key_file"] = key
-		main["smtpd_tls_security_level"] = "may"
+		for k, v := range mta.NewTLSFiles(t, hostname).PostfixTLS() {
+			main[k] = v
+		}
 	}
 	s := mta.StartPostfix(t, mta.Options{Domain: "postfix.test", Hostname: hostname, PostfixMain: main})
 	return s.SMTPAddr()
-}
-
-// selfSigned writes a certificate and key for name into dir.
-func selfSigned(t *testing.T, dir, name string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
