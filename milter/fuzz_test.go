@@ -472,7 +472,8 @@ func TestClientStringsInJSONLogs(t *testing.T) {
 	}
 	// Exempt by its local part: logged with the recipient.
 	m.rcpt("postmaster@vouch.test\r\nX", "continue")
-	// A protocol error go-milter reports itself: an unknown command code.
+	// A protocol error the wire reports with the connection's logger: an
+	// unknown command code.
 	c, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -481,7 +482,7 @@ func TestClientStringsInJSONLogs(t *testing.T) {
 	io.Copy(io.Discard, c)
 	c.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), "go-milter") && time.Now().Before(deadline) {
+	for !strings.Contains(logs.String(), "unknown milter command") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
@@ -502,7 +503,7 @@ func TestClientStringsInJSONLogs(t *testing.T) {
 		switch obj["msg"] {
 		case "decision":
 			decision = obj
-		case "milter connection error":
+		case "unknown milter command; connection closed":
 			library = obj
 		case "exempt recipient accepted despite the verdict":
 			exempt = obj
@@ -517,8 +518,8 @@ func TestClientStringsInJSONLogs(t *testing.T) {
 	if exempt == nil || exempt["rcpt"] != "postmaster@vouch.test%0D%0AX" {
 		t.Errorf("exempt recipient line: %v", exempt)
 	}
-	if library == nil || library["err"] != "Unrecognized command code: %1B" {
-		t.Errorf("go-milter's error line: %v", library)
+	if library == nil || library["command"] != "0x1b" || library["conn"] == nil {
+		t.Errorf("the wire's error line: %v", library)
 	}
 }
 

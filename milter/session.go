@@ -58,6 +58,9 @@ type conn struct {
 	heloRefusal *Outcome
 
 	tx *transaction
+
+	// checks holds each stage's context and the checks in flight.
+	checks checkState
 }
 
 // transaction is the per-message state, cleared by Abort and by MAIL FROM.
@@ -178,6 +181,7 @@ func (c *conn) newSession() {
 	c.ip, c.addr, c.iprev = nil, netip.Addr{}, nil
 	c.helo, c.heloCheck, c.spfHelo, c.heloRefusal = "", nil, nil, nil
 	c.tx = nil
+	c.beginStage(policy.StageConnect)
 }
 
 func (c *conn) clientIP() string {
@@ -193,6 +197,7 @@ func (s session) Helo(name string, m *milter.Modifier) (resp milter.Response, er
 	// A second HELO/EHLO (after STARTTLS) replaces the first.
 	c.helo = name
 	c.heloCheck, c.spfHelo, c.heloRefusal = nil, nil, nil
+	c.beginStage(policy.StageHelo)
 	if c.exempt != "" {
 		return respContinue, nil
 	}
@@ -236,6 +241,7 @@ func (s session) MailFrom(from string, m *milter.Modifier) (resp milter.Response
 	c := s.c
 	defer c.guard(policy.StageMail, &resp, &err)
 	c.tx = &transaction{start: time.Now(), sender: from, queueID: m.Macros["i"]}
+	c.beginStage(policy.StageMail)
 	c.srv.metrics.Transactions.Inc()
 	if c.exempt != "" {
 		return respContinue, nil
@@ -372,6 +378,7 @@ func (s session) Abort(m *milter.Modifier) (err error) {
 	defer c.guard(policy.StageEOM, nil, &err)
 	// Per-message state only: IP, HELO and their lookups stay.
 	c.tx = nil
+	c.endTransaction()
 	return nil
 }
 
