@@ -356,6 +356,9 @@ func (w *wire) next(discard bool) error {
 		}
 	}
 	w.negotiated = true
+	if discard {
+		return nil
+	}
 	if err := wellFormed(w.pkt[4], w.pkt[5:]); err != nil {
 		w.pkt, w.off = nil, 0
 		return err
