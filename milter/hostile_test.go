@@ -285,7 +285,7 @@ func TestWireErrorsLoggedWithTheConnection(t *testing.T) {
 	for _, msg := range []string{"unknown milter command; connection closed", "malformed milter connect packet; connection closed",
 		"malformed milter packet (length 0); connection closed", "malformed milter macro packet; connection closed",
 		"milter connection closed inside a packet"} {
-		if !strings.Contains(e.logs.String(), `msg="` + msg + `"`) {
+		if !strings.Contains(e.logs.String(), `msg="`+msg+`"`) {
 			t.Errorf("no %q line:\n%s", msg, e.logs)
 		}
 	}
