@@ -72,6 +72,7 @@ func (b *logBuffer) String() string {
 // vouch is an in-process vouch on a loopback port, its DNS a dnstest
 // server. Its trusted networks do not cover the test clients.
 type vouch struct {
+	dns    *dnstest.Server
 	srv    *milter.Server
 	addr   string // inet:PORT@127.0.0.1
 	logs   *checktest.LogBuffer
@@ -86,7 +87,7 @@ func startVouch(t *testing.T) *vouch {
 	res := checktest.ResolverFor(t, rc, nil)
 	cfg := config.Default()
 	cfg.Policy.TrustedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
-	v := &vouch{logs: &checktest.LogBuffer{}, served: make(chan error, 1)}
+	v := &vouch{dns: d, logs: &checktest.LogBuffer{}, served: make(chan error, 1)}
 	srv, err := milter.NewServer(cfg, res, milter.Options{
 		Logger:  slog.New(slog.NewTextHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics: metrics.New(prometheus.NewRegistry(), "e2e"),
