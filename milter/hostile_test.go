@@ -302,3 +302,35 @@ func TestDefaultPacketTimeout(t *testing.T) {
 		t.Errorf("packet_timeout default %v, want 10s", d)
 	}
 }
+
+// The header fields of a message are not kept while it lasts: go-milter
+// would keep each one (up to the MTA's message size, 10 MB by default in
+// Postfix) for its end-of-headers callback, which vouch does not use.
+func TestHeaderFieldsNotKept(t *testing.T) {
+	e := newEnv(t)
+	m := e.connect("127.0.0.10")
+	m.helo("mail.good.test", "continue")
+	m.mail("alice@good.test", "continue")
+	m.rcpt("user@vouch.test", "continue")
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	value := strings.Repeat("x", 60<<10)
+	for range 200 { // 12 MB of header fields
+		if a, err := m.s.HeaderField("X-Filler", value); err != nil || a.Code != gomilter.ActContinue {
+			t.Fatalf("header: %v %v", a, err)
+		}
+	}
+	grown := int64(heap()) - int64(before)
+	if grown > 4<<20 {
+		t.Errorf("heap grew %d KiB over 12 MB of header fields, want under 4 MiB", grown>>10)
+	}
+	t.Logf("heap grew %d KiB", grown>>10)
+	if a, err := m.s.HeaderEnd(); err != nil || a.Code != gomilter.ActContinue {
+		t.Fatalf("end of headers: %v %v", a, err)
+	}
+}

@@ -132,13 +132,16 @@ func (w *wire) grow() {
 // between two packets as a plain EOF, on which go-milter closes the
 // connection without a word.
 func (w *wire) Read(p []byte) (int, error) {
-	if w.off == len(w.pkt) {
+	for w.off == len(w.pkt) {
 		if w.ended || !w.flush() {
 			return 0, io.EOF
 		}
 		if err := w.next(false); err != nil {
 			w.end(err)
 			return 0, io.EOF
+		}
+		if w.pkt[4] == byte(milter.CodeHeader) && w.conn != nil {
+			w.header()
 		}
 	}
 	n := copy(p, w.pkt[w.off:])
@@ -209,6 +212,22 @@ func (w *wire) insertHeader(index int, name, value string) {
 	w.out = append(w.out, value...)
 	w.out = append(w.out, 0)
 	binary.BigEndian.PutUint32(w.out[start:], uint32(len(w.out)-start-4))
+}
+
+// header hands a header field to the session itself, not through
+// go-milter, which would keep every field of the message (up to the MTA's
+// message size) for its end-of-headers callback, which vouch ignores. The
+// field is split as go-milter splits it.
+func (w *wire) header() {
+	data := string(bytes.Trim(w.pkt[5:], "\x00"))
+	w.off = len(w.pkt)
+	name, value, _ := strings.Cut(data, "\x00")
+	if len(w.pkt) == 5 || strings.Contains(value, "\x00") {
+		// go-milter answers continue without a callback.
+		w.answer(respContinue)
+		return
+	}
+	session{w.conn}.Header(name, value, &milter.Modifier{})
 }
 
 // rawReader reads from the connection itself, under the idle or packet
