@@ -51,12 +51,13 @@ func (w libraryLog) Write(p []byte) (int, error) {
 
 // RateLimit returns a handler that passes every record below Warn to h,
 // and at most burst warnings and errors with the same message per
-// interval: a flood of bad connections cannot flood the log. The first
-// line of a message let through after some were held back carries
-// suppressed=N, the count held back since the last one. Loggers derived
-// from the returned handler (With, WithGroup) share its counts.
+// interval: a flood of bad connections cannot flood the log. What was held
+// back in an interval is reported at its end, once: the last line held
+// back, with suppressed=N, the count. Loggers derived from the returned
+// handler (With, WithGroup) share its counts.
 func RateLimit(h slog.Handler, burst int, interval time.Duration) slog.Handler {
-	return &rateLimited{h: h, s: &rateState{burst: burst, interval: interval, now: time.Now, keys: map[string]*rateWindow{}}}
+	return &rateLimited{h: h, s: &rateState{burst: burst, interval: interval, now: time.Now,
+		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }, keys: map[string]*rateWindow{}}}
 }
 
 type rateLimited struct {
@@ -69,13 +70,18 @@ type rateState struct {
 	burst    int
 	interval time.Duration
 	now      func() time.Time
+	after    func(time.Duration, func()) // time.AfterFunc; tests replace it
 	keys     map[string]*rateWindow
 }
 
 type rateWindow struct {
-	start      time.Time
-	n          int // lines in this window
-	suppressed int // held back since the last line let through
+	start time.Time
+	n     int // lines in this window
+	// suppressed counts the lines held back in this window; last is the
+	// latest of them, with the handler that would have written it.
+	suppressed int
+	last       slog.Record
+	lastH      slog.Handler
 }
 
 // maxRateKeys bounds the messages tracked; vouch's are constants, a few
@@ -85,44 +91,57 @@ const maxRateKeys = 1024
 func (r *rateLimited) Enabled(ctx context.Context, l slog.Level) bool { return r.h.Enabled(ctx, l) }
 
 func (r *rateLimited) Handle(ctx context.Context, rec slog.Record) error {
-	if rec.Level < slog.LevelWarn {
+	if rec.Level < slog.LevelWarn || r.s.admit(r.h, rec) {
 		return r.h.Handle(ctx, rec)
 	}
-	held, ok := r.s.admit(rec.Message)
-	if !ok {
-		return nil
-	}
-	if held > 0 {
-		rec = rec.Clone()
-		rec.AddAttrs(slog.Int("suppressed", held))
-	}
-	return r.h.Handle(ctx, rec)
+	return nil
 }
 
-// admit reports whether a line with msg may be written now, and how many
-// were held back before it.
-func (s *rateState) admit(msg string) (held int, ok bool) {
+// admit reports whether rec may be written now; if not, it is counted,
+// and the first held back in a window schedules the window's report.
+func (s *rateState) admit(h slog.Handler, rec slog.Record) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	w := s.keys[msg]
+	w := s.keys[rec.Message]
 	if w == nil {
 		if len(s.keys) >= maxRateKeys {
 			clear(s.keys)
 		}
 		w = &rateWindow{start: now}
-		s.keys[msg] = w
+		s.keys[rec.Message] = w
 	}
-	if now.Sub(w.start) >= s.interval {
+	if now.Sub(w.start) >= s.interval && w.suppressed == 0 {
 		w.start, w.n = now, 0
 	}
 	w.n++
-	if w.n > s.burst {
-		w.suppressed++
-		return 0, false
+	if w.n <= s.burst && w.suppressed == 0 {
+		return true
 	}
-	held, w.suppressed = w.suppressed, 0
-	return held, true
+	if w.suppressed == 0 {
+		msg := rec.Message
+		s.after(s.interval-now.Sub(w.start), func() { s.report(msg) })
+	}
+	w.suppressed++
+	w.last, w.lastH = rec.Clone(), h
+	return false
+}
+
+// report writes the window's last line held back, with the count, and
+// starts a new window.
+func (s *rateState) report(msg string) {
+	s.mu.Lock()
+	w := s.keys[msg]
+	if w == nil || w.suppressed == 0 {
+		s.mu.Unlock()
+		return
+	}
+	rec, h, n := w.last, w.lastH, w.suppressed
+	w.suppressed, w.last, w.lastH = 0, slog.Record{}, nil
+	w.start, w.n = s.now(), 0
+	s.mu.Unlock()
+	rec.AddAttrs(slog.Int("suppressed", n))
+	h.Handle(context.Background(), rec)
 }
 
 func (r *rateLimited) WithAttrs(attrs []slog.Attr) slog.Handler {

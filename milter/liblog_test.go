@@ -71,7 +71,15 @@ func TestRateLimit(t *testing.T) {
 	var out bytes.Buffer
 	h := RateLimit(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}), 3, time.Second)
 	now := time.Unix(1000, 0)
-	h.(*rateLimited).s.now = func() time.Time { return now }
+	st := h.(*rateLimited).s
+	st.now = func() time.Time { return now }
+	var timers []func()
+	st.after = func(d time.Duration, f func()) {
+		if d != time.Second {
+			t.Errorf("report scheduled in %v, want at the window's end (1s)", d)
+		}
+		timers = append(timers, f)
+	}
 	l := slog.New(h)
 	// Loggers derived per connection share the counts.
 	for i := range 10 {
@@ -97,15 +105,19 @@ func TestRateLimit(t *testing.T) {
 	if got := lines("other warning"); len(got) != 1 {
 		t.Errorf("another message's line held back")
 	}
-	now = now.Add(time.Second)
-	l.Warn("too many milter connections; answering without checks")
-	got := lines("too many")
-	if len(got) != 4 || !strings.HasSuffix(got[3], "suppressed=7") {
-		t.Errorf("the line after the interval does not count the 7 held back:\n%s", out.String())
+	if len(timers) != 1 {
+		t.Fatalf("%d reports scheduled, want 1", len(timers))
 	}
+	// At the window's end: the last line held back, with the count.
 	now = now.Add(time.Second)
+	timers[0]()
+	got := lines("too many")
+	if len(got) != 4 || !strings.Contains(got[3], "conn=9") || !strings.HasSuffix(got[3], "suppressed=7") {
+		t.Errorf("the report does not give the last line held back and the 7:\n%s", out.String())
+	}
+	// A new window: lines pass again, without a count.
 	l.Warn("too many milter connections; answering without checks")
 	if got := lines("too many"); len(got) != 5 || strings.Contains(got[4], "suppressed") {
-		t.Errorf("nothing was held back since, yet:\n%s", got[4])
+		t.Errorf("after the report:\n%s", out.String())
 	}
 }
