@@ -385,24 +385,19 @@ func (w *wire) next(discard bool) error {
 	return nil
 }
 
-// readLarge reads a packet larger than the read buffer into its own
-// buffer, grown as the octets arrive rather than to the length claimed. A
-// header packet longer than maxPacketSize keeps only its start, NUL
-// terminated, which is what vouch reads of a header field.
+// readLarge reads a packet larger than the read buffer into a buffer of
+// its own, allocated once a read buffer's worth of the packet has arrived,
+// so that a length merely claimed costs nothing. A header packet longer
+// than maxPacketSize keeps only its start, NUL terminated, which is what
+// vouch reads of a header field.
 func (w *wire) readLarge(size int) ([]byte, error) {
+	if b, err := w.in.Peek(w.in.Size()); err != nil {
+		return nil, w.readError(err, len(b))
+	}
 	keep := min(size, 4+maxPacketSize)
-	buf := make([]byte, 0, min(keep, 8*readBufferSize))
-	for len(buf) < keep {
-		if len(buf) == cap(buf) {
-			grown := make([]byte, len(buf), min(2*cap(buf), keep))
-			copy(grown, buf)
-			buf = grown
-		}
-		n, err := w.in.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err != nil {
-			return nil, w.readError(err, len(buf))
-		}
+	buf := make([]byte, keep)
+	if n, err := io.ReadFull(w.in, buf); err != nil {
+		return nil, w.readError(err, n)
 	}
 	if rest := size - keep; rest > 0 {
 		if n, err := w.in.Discard(rest); err != nil {
@@ -430,7 +425,7 @@ func (w *wire) readError(err error, got int) error {
 		return &wireError{level: slog.LevelDebug, msg: "milter connection closed by vouch"}
 	case errors.Is(err, io.EOF) && got == 0:
 		return errEnd
-	case errors.Is(err, io.EOF):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return protocolError("milter connection closed inside a packet", "received", got)
 	}
 	e := protocolError("milter connection read failed; closed")

@@ -68,9 +68,11 @@ type HostileReport struct {
 	Seconds    float64  `json:"seconds"`
 	// Metrics keep-alive: connections still open after -wait.
 	StillOpen int `json:"still_open"`
-	// LogLines and LogBytes the daemon wrote during the attack.
-	LogLines int `json:"log_lines"`
-	LogBytes int `json:"log_bytes"`
+	// LogLines and LogBytes the daemon wrote during the attack;
+	// WarnLines of them at warn or error.
+	LogLines  int `json:"log_lines"`
+	LogBytes  int `json:"log_bytes"`
+	WarnLines int `json:"warn_lines"`
 }
 
 func hostileCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -117,7 +119,7 @@ func hostileCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	r := HostileReport{Mode: *mode, Daemon: *bin, Connections: *n}
 	r.RSSIdleKiB, _ = readRSS(dd.pid)
 	mon := dd.monitor()
-	lines0, bytes0 := dd.logSize()
+	lines0, bytes0, warn0 := dd.logSize()
 	start := time.Now()
 	switch *mode {
 	case "claims":
@@ -137,8 +139,8 @@ func hostileCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	r.Seconds = time.Since(start).Seconds()
 	mon.stop(&r)
-	lines1, bytes1 := dd.logSize()
-	r.LogLines, r.LogBytes = lines1-lines0, bytes1-bytes0
+	lines1, bytes1, warn1 := dd.logSize()
+	r.LogLines, r.LogBytes, r.WarnLines = lines1-lines0, bytes1-bytes0, warn1-warn0
 	if err != nil {
 		return fail(stderr, "hostile", err)
 	}
@@ -169,7 +171,7 @@ func writeHostileText(w io.Writer, r HostileReport) {
 	if r.Mode == "metrics-idle" {
 		fmt.Fprintf(w, "still open      %d\n", r.StillOpen)
 	}
-	fmt.Fprintf(w, "log             %d lines, %d bytes\n", r.LogLines, r.LogBytes)
+	fmt.Fprintf(w, "log             %d lines (%d warn or error), %d bytes\n", r.LogLines, r.WarnLines, r.LogBytes)
 	fmt.Fprintf(w, "seconds         %.1f\n", r.Seconds)
 }
 
@@ -266,9 +268,10 @@ func (dd *daemonUnderTest) Close() {
 	os.RemoveAll(dd.dir)
 }
 
-func (dd *daemonUnderTest) logSize() (lines, size int) {
+func (dd *daemonUnderTest) logSize() (lines, size, warn int) {
 	b, _ := os.ReadFile(dd.logPath)
-	return strings.Count(string(b), "\n"), len(b)
+	text := string(b)
+	return strings.Count(text, "\n"), len(b), strings.Count(text, "level=WARN") + strings.Count(text, "level=ERROR")
 }
 
 func (dd *daemonUnderTest) fds() int {
