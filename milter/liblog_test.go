@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vouch-mail/vouch/checks/checktest"
 	"github.com/vouch-mail/vouch/milter/metrics"
 )
 
@@ -27,9 +28,9 @@ func (panicky) Helo(string, *gomilter.Modifier) (gomilter.Response, error) { pan
 // it otherwise fails here rather than miscounting panics as protocol
 // errors.
 func TestLibraryLogLines(t *testing.T) {
-	var buf bytes.Buffer
+	buf := &checktest.LogBuffer{} // go-milter writes from its goroutine
 	prev, prevFlags := log.Writer(), log.Flags()
-	log.SetOutput(&buf)
+	log.SetOutput(buf)
 	log.SetFlags(0)
 	defer func() { log.SetOutput(prev); log.SetFlags(prevFlags) }()
 
@@ -39,7 +40,7 @@ func TestLibraryLogLines(t *testing.T) {
 	}
 	srv := &gomilter.Server{NewMilter: func() gomilter.Milter { return panicky{} }}
 	go srv.Serve(ln)
-	defer srv.Close()
+	defer ln.Close()
 	s, err := gomilter.NewClientWithOptions("tcp", ln.Addr().String(), gomilter.ClientOptions{
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 	}).Session()
@@ -48,7 +49,7 @@ func TestLibraryLogLines(t *testing.T) {
 	}
 	defer s.Close()
 	s.Helo("x") // the connection dies with the panic
-	for deadline := time.Now().Add(5 * time.Second); buf.Len() == 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(5 * time.Second); buf.String() == "" && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
 	line := buf.String()

@@ -12,7 +12,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -51,6 +54,10 @@ func serveCommand(args []string, stderr io.Writer) int {
 	logger = slog.New(milter.RateLimit(logger.Handler(), logBurst, time.Second))
 	for _, w := range cfg.Warnings {
 		logger.Warn("configuration warning", "warning", w.Error())
+	}
+	if limit, ok := softMemoryLimit(os.Getenv("GOMEMLIMIT"), "/sys/fs/cgroup"); ok {
+		debug.SetMemoryLimit(limit)
+		logger.Info("memory limit set from the cgroup's", "soft_limit_bytes", limit)
 	}
 	d, err := newDaemon(cfg, flags, logger, prometheus.NewRegistry())
 	if err != nil {
@@ -306,6 +313,32 @@ func (h httpErrorLog) Write(p []byte) (int, error) {
 	h.metrics.HTTPErrors.Inc()
 	h.log.Warn("metrics server error", "err", textsafe.Log(strings.TrimRight(string(p), "\n")))
 	return len(p), nil
+}
+
+// softMemoryLimit is the Go runtime's soft memory limit for a daemon in a
+// memory cgroup (a container, a systemd MemoryMax): 80% of the cgroup's
+// limit, so that the collector works harder before the kernel kills.
+// Without it the heap may grow to twice the live memory (GOGC), and a
+// burst of sessions holding packets can cross the limit (docs/hardening.md,
+// memory). ok is false when GOMEMLIMIT is set (the operator's choice
+// stands) or no limit applies.
+func softMemoryLimit(gomemlimit, cgroupRoot string) (int64, bool) {
+	if gomemlimit != "" {
+		return 0, false
+	}
+	for _, f := range []string{"memory.max", "memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(filepath.Join(cgroupRoot, f))
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		// "max", or cgroup v1's "no limit" (a page-rounded maximum).
+		if err != nil || n <= 0 || n >= 1<<60 {
+			return 0, false
+		}
+		return n * 8 / 10, true
+	}
+	return 0, false
 }
 
 func (d *daemon) handler() http.Handler {
