@@ -334,3 +334,26 @@ func TestHeaderFieldsNotKept(t *testing.T) {
 		t.Fatalf("end of headers: %v %v", a, err)
 	}
 }
+
+// A forged Authentication-Results longer than a packet (Postfix passes
+// up to 100 KiB whole) is read by its start, and still removed.
+func TestForgedAuthenticationResultsLongerThanAPacketRemoved(t *testing.T) {
+	e := newEnv(t)
+	m := e.connect("127.0.0.10")
+	m.helo("mail.good.test", "continue")
+	m.mail("alice@good.test", "continue")
+	m.rcpt("user@vouch.test", "continue")
+	mods := m.data(
+		"Authentication-Results", "other.example; spf=pass",
+		"Authentication-Results", "mx.vouch.test; spf=pass "+strings.Repeat("x", 100<<10),
+	)
+	var removed []uint32
+	for _, a := range mods {
+		if a.Code == gomilter.ActChangeHeader {
+			removed = append(removed, a.HeaderIndex)
+		}
+	}
+	if len(removed) != 1 || removed[0] != 2 {
+		t.Errorf("removed Authentication-Results indices %v, want [2]", removed)
+	}
+}
