@@ -102,7 +102,10 @@ type checkState struct {
 	pending []pendingCheck
 }
 
+// stageCtx is a stage's context, made when its first background check
+// starts: a session whose checks the cache answers makes none.
 type stageCtx struct {
+	begun  bool
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -123,8 +126,7 @@ type launcher interface{ launch(reserved bool) }
 
 // beginStage cancels the checks the stage started before, and those of
 // the stages after it (a new CONNECT ends the HELO and the transaction, a
-// new HELO the transaction), and gives the stage a fresh context, under
-// the earlier stage's.
+// new HELO the transaction).
 func (c *conn) beginStage(stage policy.Stage) {
 	s := &c.checks
 	var st *stageCtx
@@ -142,14 +144,7 @@ func (c *conn) beginStage(stage policy.Stage) {
 		return
 	}
 	st.end()
-	parent := c.ctx
-	for _, earlier := range []*stageCtx{&s.helo, &s.connect} {
-		if earlier != st && earlier.ctx != nil && (st == &s.mail || earlier == &s.connect) {
-			parent = earlier.ctx
-			break
-		}
-	}
-	st.ctx, st.cancel = context.WithCancel(parent)
+	st.begun = true
 }
 
 // endTransaction cancels the checks MAIL FROM started (Abort, RSET).
@@ -157,22 +152,40 @@ func (c *conn) endTransaction() { c.checks.mail.end() }
 
 // stageContext is the context of the stage that runs the check, or of the
 // nearest earlier one that began (a test, vouch check, or HELO before
-// CONNECT).
+// CONNECT); a stage's context is under the earlier stage's.
 func (c *conn) stageContext(name checkName) context.Context {
 	s := &c.checks
-	chain := []*stageCtx{&s.connect}
+	chain := [3]*stageCtx{&s.mail, &s.helo, &s.connect}
+	from := 2
 	switch name {
 	case checkSPFMailFrom:
-		chain = []*stageCtx{&s.mail, &s.helo, &s.connect}
+		from = 0
 	case checkHelo, checkSPFHelo:
-		chain = []*stageCtx{&s.helo, &s.connect}
+		from = 1
 	}
-	for _, st := range chain {
-		if st.ctx != nil {
-			return st.ctx
+	for i := from; i < len(chain); i++ {
+		if chain[i].begun {
+			return c.stageCtxOf(chain[i:])
 		}
 	}
 	return c.ctx
+}
+
+// stageCtxOf makes, if need be, the context of chain[0], under the next
+// stage in chain that began.
+func (c *conn) stageCtxOf(chain []*stageCtx) context.Context {
+	st := chain[0]
+	if st.ctx == nil {
+		parent := c.ctx
+		for i := 1; i < len(chain); i++ {
+			if chain[i].begun {
+				parent = c.stageCtxOf(chain[i:])
+				break
+			}
+		}
+		st.ctx, st.cancel = context.WithCancel(parent)
+	}
+	return st.ctx
 }
 
 // submit starts f now if the connection has a place for it, else queues
