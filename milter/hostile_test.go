@@ -357,3 +357,27 @@ func TestForgedAuthenticationResultsLongerThanAPacketRemoved(t *testing.T) {
 		t.Errorf("removed Authentication-Results indices %v, want [2]", removed)
 	}
 }
+
+// A client that sends but never reads the answers fills the socket's
+// buffers; the write that then blocks is bounded like a packet.
+func TestClientThatNeverReadsIsClosed(t *testing.T) {
+	e := newEnv(t, func(s *setup) { s.cfg.Milter.PacketTimeout = 300 * time.Millisecond })
+	c := e.dialRaw(t)
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	// SMFIC_DATA: go-milter answers continue without a callback.
+	chunk := bytes.Repeat(packet('T', nil), 100000)
+	c.Write(negotiation)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := c.Write(chunk); err != nil {
+			break // closed by the server
+		}
+	}
+	if time.Now().After(deadline) {
+		t.Fatal("the server still read after 30 s of answers never read")
+	}
+	if !strings.Contains(e.logs.String(), `msg="milter answer not delivered; connection closed" conn=`) {
+		t.Errorf("no log line for the undelivered answer:\n%.2000s", e.logs)
+	}
+}

@@ -57,8 +57,10 @@ type wire struct {
 	inPacket    bool
 	packetStart time.Time
 	deadline    time.Time // the read deadline last set; only read uses it
-	negotiated  bool      // the first packet, the negotiation, was read
-	ended       bool      // the wire reported why it stopped reading
+	// writeDeadline is the write deadline last set; only flush uses it.
+	writeDeadline time.Time
+	negotiated    bool // the first packet, the negotiation, was read
+	ended         bool // the wire reported why it stopped reading
 	// counted: the connection holds one of max_connections' places;
 	// closed: onClose ran. Both under Server.mu.
 	counted, closed bool
@@ -153,6 +155,15 @@ func (w *wire) Read(p []byte) (int, error) {
 func (w *wire) flush() bool {
 	if len(w.out) == 0 {
 		return true
+	}
+	if w.packetTimeout > 0 {
+		// A client that sends but never reads would block the write for
+		// good once the socket's buffers are full: bound it like a
+		// packet, moving the deadline at most once per slack.
+		if now := time.Now(); w.writeDeadline.Sub(now) < w.packetTimeout {
+			w.writeDeadline = now.Add(w.packetTimeout + idleSlack(w.packetTimeout))
+			w.Conn.SetWriteDeadline(w.writeDeadline)
+		}
 	}
 	_, err := w.Conn.Write(w.out)
 	if cap(w.out) > maxHeldOutput {
