@@ -101,6 +101,9 @@ func hostileCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *bin == "" || *zone == "" || *n < 1 {
 		return usageErr(stderr, "hostile", errors.New("-vouch BINARY and -zone FILE are required; -n at least 1"))
 	}
+	if !slices.Contains([]string{"claims", "trickle", "helo-flood", "metrics-idle"}, *mode) {
+		return usageErr(stderr, "hostile", fmt.Errorf("unknown -mode %q: want claims, trickle, helo-flood or metrics-idle", *mode))
+	}
 	text, err := readZone(*zone)
 	if err != nil {
 		return usageErr(stderr, "hostile", err)
