@@ -381,3 +381,43 @@ func TestClientThatNeverReadsIsClosed(t *testing.T) {
 		t.Errorf("no log line for the undelivered answer:\n%.2000s", e.logs)
 	}
 }
+
+// A client that negotiates and then trickles holds its place only until
+// a connection past the cap needs it: the session stalled inside a packet
+// the longest is closed, and the new one is checked in full.
+func TestStalledSessionMakesRoom(t *testing.T) {
+	e := newEnv(t, func(s *setup) { s.cfg.Milter.MaxConnections = 2 })
+	var stalled []net.Conn
+	for range 2 {
+		c := e.dialRaw(t)
+		c.Write(negotiation)
+		if code, _, err := readPacket(c); err != nil || code != 'O' {
+			t.Fatalf("negotiation: %q %v", code, err)
+		}
+		c.Write(packet('C', []byte("[192.0.2.1]\x004\x9c\x40192.0.2.1\x00")))
+		readPacket(c)
+		c.Write(packet('H', []byte("slow.example\x00"))[:6]) // and no more
+		stalled = append(stalled, c)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the grace
+	m := e.connect("127.0.0.10")
+	m.helo("mail.good.test", "continue")
+	m.mail("alice@good.test", "continue")
+	m.rcpt("user@vouch.test", "continue")
+	hasHeader(t, inserted(m.data()), "Authentication-Results", "iprev=pass", "spf=pass")
+	closed := 0
+	for _, c := range stalled {
+		if closedWithin(c, 100*time.Millisecond) {
+			closed++
+		}
+	}
+	if closed != 1 {
+		t.Errorf("%d stalled sessions closed, want 1", closed)
+	}
+	if got := testutil.ToFloat64(e.metrics.SessionsRefused.WithLabelValues("overload")); got != 0 {
+		t.Errorf("refused %v, want 0", got)
+	}
+	if !strings.Contains(e.logs.String(), `msg="milter session stalled inside a packet; closed to make room for a new one" conn=`) {
+		t.Errorf("no log line:\n%s", e.logs)
+	}
+}

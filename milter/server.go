@@ -177,7 +177,7 @@ func (srv *Server) serveConn(raw net.Conn) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{srv: srv, gen: srv.gen.Load(), ctx: ctx,
 		log: srv.log.With("conn", id), wire: tc}
-	tc.conn = c
+	tc.conn, tc.id = c, id
 	tc.onClose = func() {
 		cancel() // stops the session's lookups when the MTA hangs up
 		c.log.Debug("milter connection closed")
@@ -228,7 +228,7 @@ func (srv *Server) handshake(c *conn) {
 	srv.mu.Unlock()
 	srv.metrics.SessionsTotal.Inc()
 
-	if max := srv.listener.MaxConnections; max > 0 && n > int64(max) {
+	if max := srv.listener.MaxConnections; max > 0 && n > int64(max) && !srv.evictStalled() {
 		srv.metrics.SessionsRefused.WithLabelValues("overload").Inc()
 		c.log.Warn("too many milter connections; answering without checks",
 			"active", n, "max_connections", max, "overload_action", srv.listener.OverloadAction.String())
@@ -243,6 +243,37 @@ func (srv *Server) handshake(c *conn) {
 		SymList:  symList,
 	}
 	ms.Serve(&oneConnListener{conn: tc})
+}
+
+// stallGrace is how long a session may be inside one packet before a
+// connection past the cap may take its place: an MTA sends each packet
+// whole, in one write, so its sessions are never inside one for long.
+const stallGrace = time.Second
+
+// evictStalled closes the session that has been inside one packet the
+// longest, if longer than stallGrace, so that the connection past the cap
+// takes its place: a client that negotiates and then trickles holds a
+// place no longer than another needs it. It reports whether it closed one.
+func (srv *Server) evictStalled() bool {
+	limit := time.Now().Add(-stallGrace).UnixNano()
+	var victim *wire
+	var oldest int64
+	srv.mu.Lock()
+	for w := range srv.conns {
+		if t := w.stalledSince.Load(); w.counted && !w.closed && t != 0 && t < limit && (victim == nil || t < oldest) {
+			victim, oldest = w, t
+		}
+	}
+	srv.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	srv.metrics.MilterErrors.WithLabelValues("timeout").Inc()
+	// The session's own logger is its goroutine's to change (CONNECT).
+	srv.log.Warn("milter session stalled inside a packet; closed to make room for a new one",
+		"conn", victim.id, "stalled", time.Since(time.Unix(0, oldest)).Round(time.Millisecond))
+	victim.Close()
+	return true
 }
 
 // Active returns the number of open milter connections.

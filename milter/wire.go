@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-milter"
@@ -61,14 +62,19 @@ type wire struct {
 	writeDeadline time.Time
 	negotiated    bool // the first packet, the negotiation, was read
 	ended         bool // the wire reported why it stopped reading
+	// stalledSince is when the packet under way began (Unix ns), 0
+	// between packets: Server.evictStalled reads it from other
+	// goroutines.
+	stalledSince atomic.Int64
 	// counted: the connection holds one of max_connections' places;
 	// closed: onClose ran. Both under Server.mu.
 	counted, closed bool
 	closeOnce       sync.Once
 	onClose         func() // run once, after the first Close
 	// conn is the session, for its logger and metrics; nil in tests of
-	// the encoders.
+	// the encoders. id is its number, the conn of its log lines.
 	conn *conn
+	id   uint64
 }
 
 // readBufferSize holds the common packets (macros, commands, a header
@@ -252,6 +258,7 @@ func (w *wire) read(p []byte) (int, error) {
 	n, err := w.Conn.Read(p)
 	if n > 0 && !w.inPacket {
 		w.inPacket, w.packetStart = true, time.Now()
+		w.stalledSince.Store(w.packetStart.UnixNano())
 	}
 	return n, err
 }
@@ -336,6 +343,7 @@ func (w *wire) next(discard bool) error {
 	default:
 		// The octets buffered are the next packet, under way.
 		w.inPacket, w.packetStart = true, time.Now()
+		w.stalledSince.Store(w.packetStart.UnixNano())
 	}
 	hdr, err := w.in.Peek(4)
 	if err != nil {
@@ -386,6 +394,7 @@ func (w *wire) next(discard bool) error {
 		}
 	}
 	w.negotiated = true
+	w.stalledSince.Store(0)
 	if discard {
 		return nil
 	}

@@ -85,7 +85,7 @@ func hostileCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	maxConns := fs.Int("max-connections", 2000, "the daemon's milter.max_connections")
 	length := fs.Uint("length", 1<<20-1, "claims: the packet length claimed")
 	send := fs.Int("send", -1, "claims: octets of the packet sent (-1: all but the last)")
-	negotiate := fs.Bool("negotiate", false, "claims: negotiate before the large packet")
+	negotiate := fs.Bool("negotiate", false, "claims: negotiate before the large packet; trickle: negotiate and send CONNECT at once, then trickle a HELO")
 	interval := fs.Duration("interval", time.Second, "trickle: one octet every this long")
 	d := fs.Duration("d", 10*time.Second, "trickle: each load run's length")
 	c := fs.Int("c", 32, "trickle: concurrent legitimate sessions")
@@ -132,7 +132,7 @@ func hostileCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		err = claims(ctx, dd, &r, *n, uint32(*length), sent, *negotiate, *settle, *after)
 	case "trickle":
-		err = trickle(ctx, dd, &r, sessions, *n, *c, *interval, *d, *settle)
+		err = trickle(ctx, dd, &r, sessions, *n, *c, *interval, *d, *settle, *negotiate)
 	case "helo-flood":
 		err = heloFlood(ctx, dd, &r, *n, *dnsDelay)
 	case "metrics-idle":
@@ -443,7 +443,7 @@ func claims(ctx context.Context, dd *daemonUnderTest, r *HostileReport, n int, l
 // trickle measures the legitimate load's sessions/s, then again while n
 // connections each trickle a valid session one octet per interval,
 // reconnecting whenever the daemon closes them.
-func trickle(ctx context.Context, dd *daemonUnderTest, r *HostileReport, sessions []Session, n, c int, interval, d, settle time.Duration) error {
+func trickle(ctx context.Context, dd *daemonUnderTest, r *HostileReport, sessions []Session, n, c int, interval, d, settle time.Duration, negotiate bool) error {
 	l := Load{Sessions: sessions, Concurrency: c, Duration: d, Timeout: 30 * time.Second}
 	warm := l
 	warm.Count, warm.Duration = len(sessions), 0
@@ -451,8 +451,12 @@ func trickle(ctx context.Context, dd *daemonUnderTest, r *HostileReport, session
 	base := Run(ctx, dd.addr, l)
 	r.BaselinePerSec, r.BaselineVerdicts = checkedPerSec(base), base.verdicts
 
-	stream := append(append([]byte(nil), negotiation...),
-		rawPacket('C', []byte("[192.0.2.1]\x004\x9c\x40192.0.2.1\x00"))...)
+	connect := rawPacket('C', []byte("[192.0.2.1]\x004\x9c\x40192.0.2.1\x00"))
+	stream := append(append([]byte(nil), negotiation...), connect...)
+	if negotiate {
+		// The session starts as an MTA's would; only then it trickles.
+		stream = rawPacket('H', []byte(strings.Repeat("slow", 16)+".example\x00"))
+	}
 	actx, stop := context.WithCancel(ctx)
 	var mu sync.Mutex
 	var lives []time.Duration
@@ -468,6 +472,18 @@ func trickle(ctx context.Context, dd *daemonUnderTest, r *HostileReport, session
 					continue
 				}
 				start := time.Now()
+				if negotiate {
+					conn.SetDeadline(time.Now().Add(30 * time.Second))
+					_, err1 := conn.Write(negotiation)
+					_, _, err2 := readRawPacket(conn)
+					_, err3 := conn.Write(connect)
+					_, _, err4 := readRawPacket(conn)
+					conn.SetDeadline(time.Time{})
+					if errors.Join(err1, err2, err3, err4) != nil {
+						conn.Close()
+						continue
+					}
+				}
 				closed := make(chan struct{})
 				go func() {
 					io.Copy(io.Discard, conn)
