@@ -364,18 +364,22 @@ func TestClientThatNeverReadsIsClosed(t *testing.T) {
 	e := newEnv(t, func(s *setup) { s.cfg.Milter.PacketTimeout = 300 * time.Millisecond })
 	c := e.dialRaw(t)
 	c.(*net.TCPConn).SetReadBuffer(4096)
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	// SMFIC_DATA: go-milter answers continue without a callback.
-	chunk := bytes.Repeat(packet('T', nil), 100000)
+	c.SetDeadline(time.Now().Add(90 * time.Second))
+	// A client with no PTR record: each RCPT is answered with the
+	// transaction's refusal, some 80 octets, decided once.
 	c.Write(negotiation)
-	deadline := time.Now().Add(30 * time.Second)
+	c.Write(packet('C', []byte("[127.0.0.11]\x004\x9c\x40127.0.0.11\x00")))
+	c.Write(packet('H', []byte("mail.nowhere.test\x00")))
+	c.Write(packet('M', []byte("<a@nowhere.test>\x00")))
+	chunk := bytes.Repeat(packet('R', []byte("<user@vouch.test>\x00")), 20000)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if _, err := c.Write(chunk); err != nil {
 			break // closed by the server
 		}
 	}
 	if time.Now().After(deadline) {
-		t.Fatal("the server still read after 30 s of answers never read")
+		t.Fatal("the server still read after 60 s of answers never read")
 	}
 	if !strings.Contains(e.logs.String(), `msg="milter answer not delivered; connection closed" conn=`) {
 		t.Errorf("no log line for the undelivered answer:\n%.2000s", e.logs)
