@@ -83,7 +83,14 @@ func TestCachedCheckRunsAtOnce(t *testing.T) {
 	// A dependency not done yet: the check goes to the background even
 	// with a warm cache, and waits there.
 	pending := &future[iprev.Result]{done: make(chan struct{})}
-	waiting := startCheck(c, checkSPFMailFrom, check, spfVerdict, spfFailed(spf.MailFrom), pending)
+	pending.started.Store(true)
+	// It waits for the dependency, as the HELO check waits for iprev:
+	// else it could be done before ready is asked.
+	waits := func(ctx context.Context, r dns.Lookuper) spf.Result {
+		pending.wait(ctx)
+		return check(ctx, r)
+	}
+	waiting := startCheck(c, checkSPFMailFrom, waits, spfVerdict, spfFailed(spf.MailFrom), pending)
 	if waiting.ready() {
 		t.Fatal("a check with a pending dependency was run at once")
 	}

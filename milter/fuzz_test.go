@@ -473,7 +473,8 @@ func TestClientStringsInJSONLogs(t *testing.T) {
 	}
 	// Exempt by its local part: logged with the recipient.
 	m.rcpt("postmaster@vouch.test\r\nX", "continue")
-	// A protocol error go-milter reports itself: an unknown command code.
+	// A protocol error the wire reports with the connection's logger: an
+	// unknown command code.
 	c, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -482,7 +483,7 @@ func TestClientStringsInJSONLogs(t *testing.T) {
 	io.Copy(io.Discard, c)
 	c.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), "go-milter") && time.Now().Before(deadline) {
+	for !strings.Contains(logs.String(), "unknown milter command") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
@@ -503,7 +504,7 @@ func TestClientStringsInJSONLogs(t *testing.T) {
 		switch obj["msg"] {
 		case "decision":
 			decision = obj
-		case "milter connection error":
+		case "unknown milter command; connection closed":
 			library = obj
 		case "exempt recipient accepted despite the verdict":
 			exempt = obj
@@ -518,8 +519,8 @@ func TestClientStringsInJSONLogs(t *testing.T) {
 	if exempt == nil || exempt["rcpt"] != "postmaster@vouch.test%0D%0AX" {
 		t.Errorf("exempt recipient line: %v", exempt)
 	}
-	if library == nil || library["err"] != "Unrecognized command code: %1B" {
-		t.Errorf("go-milter's error line: %v", library)
+	if library == nil || library["command"] != "0x1b" || library["conn"] == nil {
+		t.Errorf("the wire's error line: %v", library)
 	}
 }
 
@@ -664,6 +665,11 @@ func streamSeeds() []streamSeed {
 		{"truncated connect", join(negotiate(), packet('C', []byte("host")))},
 		{"zero length", join(negotiate(), []byte{0, 0, 0, 0})},
 		{"oversized length", []byte{0xff, 0xff, 0xff, 0xff, 'C'}},
+		{"one octet over the packet bound", join(negotiate(), packet('B', bytes.Repeat([]byte("x"), 65536)))},
+		{"forged authentication-results longer than a packet, cut", postfixSession("127.0.0.10", "mail.good.test", "alice@good.test", "user@vouch.test",
+			"Authentication-Results", "mx.vouch.test; spf=pass "+strings.Repeat("x", 100<<10))},
+		{"a command before the negotiation", join(packet('H', cstrings("mail.good.test")), negotiate())},
+		{"negotiation longer than any MTA's", packet('O', make([]byte, 100))},
 		{"stream ends inside a packet", good[:len(good)-7]},
 		{"stream ends inside a length", good[:3]},
 		{"empty stream", nil},

@@ -163,7 +163,8 @@ var symList = map[milter.Stage][]string{
 	milter.StageEOM:      {"i"},
 }
 
-// serveConn starts one milter connection and returns. go-milter's Server
+// serveConn starts one milter connection and returns; its negotiation
+// is read in a goroutine of its own (handshake). go-milter's Server
 // serves a listener, so each connection gets its own go-milter Server over
 // a one-connection listener: its NewMilter then always refers to this
 // connection's state. That listener's second Accept fails at once, so
@@ -171,23 +172,21 @@ var symList = map[milter.Stage][]string{
 // goroutine, and no goroutine of vouch's waits beside it; the end of the
 // connection is handled when go-milter closes it (wire.onClose).
 func (srv *Server) serveConn(raw net.Conn) {
-	tc := newWire(raw, srv.listener.IdleTimeout)
-	n := srv.active.Add(1)
-	srv.metrics.SessionsActive.Inc()
+	tc := newWire(raw, srv.listener.IdleTimeout, srv.listener.PacketTimeout)
 	id := srv.nextID.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{srv: srv, gen: srv.gen.Load(), ctx: ctx,
 		log: srv.log.With("conn", id), wire: tc}
+	tc.conn, tc.id = c, id
 	tc.onClose = func() {
 		cancel() // stops the session's lookups when the MTA hangs up
-		if tc.timedOut.Load() {
-			srv.metrics.MilterErrors.WithLabelValues("timeout").Inc()
-			c.log.Info("milter connection idle too long; closed", "idle_timeout", srv.listener.IdleTimeout)
-		}
 		c.log.Debug("milter connection closed")
-		srv.active.Add(-1)
-		srv.metrics.SessionsActive.Dec()
 		srv.mu.Lock()
+		tc.closed = true
+		if tc.counted {
+			srv.active.Add(-1)
+			srv.metrics.SessionsActive.Dec()
+		}
 		delete(srv.conns, tc)
 		srv.mu.Unlock()
 		srv.wg.Done()
@@ -197,31 +196,84 @@ func (srv *Server) serveConn(raw net.Conn) {
 	if srv.shutdown {
 		srv.mu.Unlock()
 		cancel()
-		srv.active.Add(-1)
-		srv.metrics.SessionsActive.Dec()
 		raw.Close()
 		return
 	}
 	srv.conns[tc] = struct{}{}
 	srv.wg.Add(1)
 	srv.mu.Unlock()
+	go srv.handshake(c)
+}
+
+// handshake reads the connection's negotiation, within packet_timeout of
+// the accept, and only then takes one of the max_connections places: a
+// connection that never completes its first packet (a slow-loris client)
+// holds no place that an MTA's session could use. Past the cap, the wire
+// answers the connection itself, without go-milter.
+func (srv *Server) handshake(c *conn) {
+	tc := c.wire
+	if err := tc.next(false); err != nil {
+		tc.end(err)
+		tc.Close()
+		return
+	}
+	srv.mu.Lock()
+	if tc.closed {
+		srv.mu.Unlock()
+		return
+	}
+	n := srv.active.Add(1)
+	tc.counted = true
+	srv.metrics.SessionsActive.Inc()
+	srv.mu.Unlock()
 	srv.metrics.SessionsTotal.Inc()
 
-	var backend milter.Milter = session{c}
-	if max := srv.listener.MaxConnections; max > 0 && n > int64(max) {
+	if max := srv.listener.MaxConnections; max > 0 && n > int64(max) && !srv.evictStalled() {
 		srv.metrics.SessionsRefused.WithLabelValues("overload").Inc()
-		backend = overloaded{accept: srv.listener.OverloadAction == policy.Accept}
 		c.log.Warn("too many milter connections; answering without checks",
 			"active", n, "max_connections", max, "overload_action", srv.listener.OverloadAction.String())
+		tc.serveOverloaded(srv.listener.OverloadAction == policy.Accept)
+		return
 	}
 	ms := &milter.Server{
-		NewMilter: func() milter.Milter { return backend },
+		NewMilter: func() milter.Milter { return session{c} },
 		Actions:   milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine | milter.OptSetSymList,
 		// No body: vouch never reads it, so the MTA need not send it.
 		Protocol: milter.OptNoBody,
 		SymList:  symList,
 	}
 	ms.Serve(&oneConnListener{conn: tc})
+}
+
+// stallGrace is how long a session may be inside one packet before a
+// connection past the cap may take its place: an MTA sends each packet
+// whole, in one write, so its sessions are never inside one for long.
+const stallGrace = time.Second
+
+// evictStalled closes the session that has been inside one packet the
+// longest, if longer than stallGrace, so that the connection past the cap
+// takes its place: a client that negotiates and then trickles holds a
+// place no longer than another needs it. It reports whether it closed one.
+func (srv *Server) evictStalled() bool {
+	limit := time.Now().Add(-stallGrace).UnixNano()
+	var victim *wire
+	var oldest int64
+	srv.mu.Lock()
+	for w := range srv.conns {
+		if t := w.stalledSince.Load(); w.counted && !w.closed && t != 0 && t < limit && (victim == nil || t < oldest) {
+			victim, oldest = w, t
+		}
+	}
+	srv.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	srv.metrics.MilterErrors.WithLabelValues("timeout").Inc()
+	// The session's own logger is its goroutine's to change (CONNECT).
+	srv.log.Warn("milter session stalled inside a packet; closed to make room for a new one",
+		"conn", victim.id, "stalled", time.Since(time.Unix(0, oldest)).Round(time.Millisecond))
+	victim.Close()
+	return true
 }
 
 // Active returns the number of open milter connections.
@@ -262,18 +314,4 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	}
 	<-done
 	return ctx.Err()
-}
-
-// overloaded answers a connection past MaxConnections at connect, with no
-// checks: the MTA stops asking for the rest of the session.
-type overloaded struct {
-	milter.NoOpMilter
-	accept bool
-}
-
-func (o overloaded) Connect(string, string, uint16, net.IP, *milter.Modifier) (milter.Response, error) {
-	if o.accept {
-		return respAccept, nil
-	}
-	return respTempFail, nil
 }

@@ -57,6 +57,9 @@ type conn struct {
 	heloRefusal *Outcome
 
 	tx *transaction
+
+	// checks holds each stage's context and the checks in flight.
+	checks checkState
 }
 
 // client is a client vouch judges, and its checks: the SMTP client, or
@@ -255,6 +258,7 @@ func (c *conn) newSession() {
 	c.mtaName, c.exempt, c.relay = "", "", false
 	c.client, c.heloRefusal = client{}, nil
 	c.tx = nil
+	c.beginStage(policy.StageConnect)
 }
 
 func (s session) Helo(name string, m *milter.Modifier) (resp milter.Response, err error) {
@@ -263,6 +267,7 @@ func (s session) Helo(name string, m *milter.Modifier) (resp milter.Response, er
 	// A second HELO/EHLO (after STARTTLS) replaces the first.
 	c.helo = name
 	c.heloCheck, c.spfHelo, c.heloRefusal = nil, nil, nil
+	c.beginStage(policy.StageHelo)
 	if c.exempt != "" || c.relay {
 		return respContinue, nil
 	}
@@ -290,6 +295,7 @@ func (s session) MailFrom(from string, m *milter.Modifier) (resp milter.Response
 	c := s.c
 	defer c.guard(policy.StageMail, &resp, &err)
 	c.tx = &transaction{start: time.Now(), sender: from, queueID: m.Macros["i"]}
+	c.beginStage(policy.StageMail)
 	c.srv.metrics.Transactions.Inc()
 	if c.exempt != "" {
 		return respContinue, nil
@@ -461,6 +467,7 @@ func (s session) Abort(m *milter.Modifier) (err error) {
 	defer c.guard(policy.StageEOM, nil, &err)
 	// Per-message state only: IP, HELO and their lookups stay.
 	c.tx = nil
+	c.endTransaction()
 	return nil
 }
 

@@ -47,6 +47,9 @@ commands:
            baseline's and the p99 difference
   idle     open N milter connections that sent CONNECT and HELO, hold
            them, and report the server's RSS per connection
+  hostile  attack a vouch daemon binary (-vouch BIN) as issue 14 does:
+           -mode claims, trickle, helo-flood or metrics-idle; report
+           its RSS, descriptors, goroutines, DNS queries and log volume
   serve    serve an in-process vouch (-zone FILE) or no-op milter (-noop)
   dns      serve a zone file on an in-process DNS server
 
@@ -70,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return idleCommand(ctx, args, stdout, stderr)
 	case "serve":
 		return serveCommand(ctx, args, stdout, stderr)
+	case "hostile":
+		return hostileCommand(ctx, args, stdout, stderr)
 	case "dns":
 		return dnsCommand(ctx, args, stdout, stderr)
 	case "help":

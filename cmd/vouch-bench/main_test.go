@@ -307,6 +307,9 @@ func TestUsageErrors(t *testing.T) {
 		{"spawn needs no target", []string{"compare", "-spawn", "-target", "inet:1@127.0.0.1", "-workload", "testdata/mixed.txt"}, "-spawn starts vouch from -zone"},
 		{"run spawn target", []string{"run", "-spawn", "-target", "inet:1@127.0.0.1", "-workload", "testdata/mixed.txt"}, "-spawn starts the baseline or vouch"},
 		{"rounds", []string{"compare", "-rounds", "0", "-zone", "testdata/zone.txt", "-workload", "testdata/mixed.txt"}, "-rounds 0"},
+		{"hostile needs a daemon", []string{"hostile", "-mode", "claims", "-zone", "testdata/zone.txt"}, "-vouch BINARY and -zone FILE are required"},
+		{"hostile mode", []string{"hostile", "-vouch", "/bin/false", "-mode", "ddos", "-zone", "testdata/zone.txt"}, `unknown -mode "ddos"`},
+		{"hostile trickle needs a workload", []string{"hostile", "-vouch", "/bin/false", "-mode", "trickle", "-zone", "testdata/zone.txt"}, "workload"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -61,7 +61,7 @@ func TestConfigCheck(t *testing.T) {
 	code := run([]string{"config", "check", bad}, &out, &errOut)
 	// Every error of the file, in file order, each with file, line and key.
 	if want := bad + `:3: policy.decide_at: must be rcpt, mail or helo, not "data"` + "\n" +
-		bad + ":5: milter.lisen: unknown key (want listen, socket_mode, socket_group, max_connections, overload_action, idle_timeout, shutdown_timeout)\n"; code != exitError || errOut.String() != want {
+		bad + ":5: milter.lisen: unknown key (want listen, socket_mode, socket_group, max_connections, overload_action, idle_timeout, packet_timeout, shutdown_timeout)\n"; code != exitError || errOut.String() != want {
 		t.Errorf("bad file: exit %d, stderr %q", code, errOut.String())
 	}
 	errOut.Reset()

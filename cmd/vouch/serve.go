@@ -12,7 +12,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +29,7 @@ import (
 	"github.com/vouch-mail/vouch/milter/config"
 	"github.com/vouch-mail/vouch/milter/metrics"
 	"github.com/vouch-mail/vouch/milter/socket"
+	"github.com/vouch-mail/vouch/milter/textsafe"
 )
 
 func serveCommand(args []string, stderr io.Writer) int {
@@ -49,8 +53,15 @@ func serveCommand(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "vouch:", err)
 		return exitError
 	}
+	// A flood of bad connections must not flood the log: each warning
+	// at most logBurst times a second, with the count held back.
+	logger = slog.New(milter.RateLimit(logger.Handler(), logBurst, time.Second))
 	for _, w := range cfg.Warnings {
 		logger.Warn("configuration warning", "warning", w.Error())
+	}
+	if limit, ok := softMemoryLimit(os.Getenv("GOMEMLIMIT"), "/sys/fs/cgroup"); ok {
+		debug.SetMemoryLimit(limit)
+		logger.Info("memory limit set from the cgroup's", "soft_limit_bytes", limit)
 	}
 	d, err := newDaemon(cfg, flags, logger, prometheus.NewRegistry())
 	if err != nil {
@@ -96,10 +107,37 @@ type daemon struct {
 	started  *config.Config
 	cfg      atomic.Pointer[config.Config]
 	resolver *dns.Resolver
+	// blocked counts reads of the configuration still running past
+	// reloadTimeout (a FIFO, a hung NFS mount): each holds a thread.
+	blocked       atomic.Int32
+	reloadTimeout time.Duration
 }
 
+// logBurst is how many lines of one warning a second reach the log.
+const logBurst = 10
+
+// reloadTimeout bounds the read of the configuration file at a reload: a
+// real file is read in microseconds. A read still blocked is abandoned,
+// the reload fails, and the next SIGHUP starts a new one, up to
+// maxBlockedReloads abandoned at once.
+const (
+	reloadTimeout     = 5 * time.Second
+	maxBlockedReloads = 4
+)
+
+// The metrics server's bounds: a scrape is one small request, answered in
+// milliseconds; Prometheus keeps its connection alive between scrapes
+// (every 15 s to 1 min), and a closed one costs it a reconnect.
+const (
+	httpReadHeaderTimeout = 5 * time.Second
+	httpReadTimeout       = 10 * time.Second
+	httpWriteTimeout      = 30 * time.Second
+	httpIdleTimeout       = 15 * time.Second
+	httpMaxHeaderBytes    = 16 << 10
+)
+
 func newDaemon(cfg *config.Config, flags *flagOverrides, logger *slog.Logger, reg *prometheus.Registry) (*daemon, error) {
-	d := &daemon{log: logger, flags: flags, reg: reg}
+	d := &daemon{log: logger, flags: flags, reg: reg, reloadTimeout: reloadTimeout}
 	d.metrics = metrics.New(reg, versionString())
 	// go-milter reports protocol errors through the standard logger.
 	log.SetFlags(0)
@@ -134,7 +172,11 @@ func (d *daemon) run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- d.server.Serve(d.milterLn) }()
 	if d.httpLn != nil {
-		d.http = &http.Server{Handler: d.handler(), ReadHeaderTimeout: 10 * time.Second}
+		d.http = &http.Server{Handler: d.handler(),
+			ReadHeaderTimeout: httpReadHeaderTimeout, ReadTimeout: httpReadTimeout,
+			WriteTimeout: httpWriteTimeout, IdleTimeout: httpIdleTimeout, MaxHeaderBytes: httpMaxHeaderBytes,
+			// Its own log: the standard logger is go-milter's.
+			ErrorLog: log.New(httpErrorLog{d.log.With("component", "metrics-http"), d.metrics}, "", 0)}
 		go func() { errc <- d.http.Serve(d.httpLn) }()
 	}
 	d.ready.Store(true)
@@ -176,7 +218,8 @@ func orDefaults(path string) string {
 }
 
 // reload rereads the configuration. A bad file changes nothing; a good
-// one applies to SMTP sessions that start afterwards.
+// one applies to SMTP sessions that start afterwards. The file is read
+// with config.Load's size cap and within reloadTimeout.
 func (d *daemon) reload() {
 	defer notifyReloading(d.log)()
 	fail := func(err error) {
@@ -184,7 +227,10 @@ func (d *daemon) reload() {
 			"err", strings.ReplaceAll(err.Error(), "\n", "; "))
 		d.metrics.Reloaded(false, "", "")
 	}
-	cfg, err := d.flags.load()
+	cfg, ok, err := d.loadWithin()
+	if !ok {
+		return
+	}
 	if err != nil {
 		fail(err)
 		return
@@ -219,6 +265,87 @@ func (d *daemon) reload() {
 	d.metrics.Reloaded(true, cfg.Policy.Preset, string(cfg.Policy.DecideAt))
 	d.log.Info("configuration reloaded", "config", orDefaults(d.flags.configFile),
 		"preset", cfg.Policy.Preset, "decide_at", string(cfg.Policy.DecideAt))
+}
+
+// loadWithin loads the configuration as flags say, within
+// d.reloadTimeout; ok is false when it did not (the reload was reported
+// as timed out or refused).
+func (d *daemon) loadWithin() (cfg *config.Config, ok bool, err error) {
+	if n := d.blocked.Load(); n > 0 {
+		if n >= maxBlockedReloads {
+			d.log.Error("reload refused: earlier reads of the configuration are still blocked; keeping the running configuration",
+				"config", orDefaults(d.flags.configFile), "blocked", n)
+			d.metrics.Reloaded(false, "", "")
+			return nil, false, nil
+		}
+		d.log.Warn("an earlier read of the configuration is still blocked; reading it again",
+			"config", orDefaults(d.flags.configFile), "blocked", n)
+	}
+	type result struct {
+		cfg *config.Config
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		cfg, err := d.flags.load()
+		done <- result{cfg, err}
+	}()
+	timer := time.NewTimer(d.reloadTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		return r.cfg, true, r.err
+	case <-timer.C:
+	}
+	d.metrics.ReloadsBlocked.Set(float64(d.blocked.Add(1)))
+	go func() {
+		<-done // the abandoned read; its result is stale
+		d.metrics.ReloadsBlocked.Set(float64(d.blocked.Add(-1)))
+	}()
+	d.log.Error("reload timed out reading the configuration; keeping the running configuration",
+		"config", orDefaults(d.flags.configFile), "timeout", d.reloadTimeout)
+	d.metrics.ReloadTimedOut()
+	return nil, false, nil
+}
+
+// httpErrorLog takes the metrics server's error lines (bad requests, TLS
+// on the plain port, accept failures): logged apart from go-milter's,
+// with the rate limit of every warning, and counted.
+type httpErrorLog struct {
+	log     *slog.Logger
+	metrics *metrics.Metrics
+}
+
+func (h httpErrorLog) Write(p []byte) (int, error) {
+	h.metrics.HTTPErrors.Inc()
+	h.log.Warn("metrics server error", "err", textsafe.Log(strings.TrimRight(string(p), "\n")))
+	return len(p), nil
+}
+
+// softMemoryLimit is the Go runtime's soft memory limit for a daemon in a
+// memory cgroup (a container, a systemd MemoryMax): 80% of the cgroup's
+// limit, so that the collector works harder before the kernel kills.
+// Without it the heap may grow to twice the live memory (GOGC), and a
+// burst of sessions holding packets can cross the limit (docs/hardening.md,
+// memory). ok is false when GOMEMLIMIT is set (the operator's choice
+// stands) or no limit applies.
+func softMemoryLimit(gomemlimit, cgroupRoot string) (int64, bool) {
+	if gomemlimit != "" {
+		return 0, false
+	}
+	for _, f := range []string{"memory.max", "memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(filepath.Join(cgroupRoot, f))
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		// "max", or cgroup v1's "no limit" (a page-rounded maximum).
+		if err != nil || n <= 0 || n >= 1<<60 {
+			return 0, false
+		}
+		return n * 8 / 10, true
+	}
+	return 0, false
 }
 
 func (d *daemon) handler() http.Handler {

@@ -41,7 +41,7 @@ func stack(t *testing.T, name string, od mta.OpenDMARCOptions) (mta.Server, *mta
 		t.Fatal(err)
 	}
 	o := mta.Options{MilterAddr: v.addr}
-	od.DNS = v.dns
+	od.DNS = v.dns.Addr
 	d := mta.StartOpenDMARC(t, od)
 	var oport int
 	if _, err := fmt.Sscanf(d.MilterAddr(), "inet:%d@127.0.0.1", &oport); err != nil {

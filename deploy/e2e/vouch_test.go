@@ -53,9 +53,9 @@ var (
 // vouch is an in-process vouch on a loopback port, its DNS a dnstest
 // server. Its trusted networks do not cover the test clients.
 type vouch struct {
+	dns    *dnstest.Server
 	srv    *milter.Server
 	addr   string // inet:PORT@127.0.0.1
-	dns    string // its DNS server, 127.0.0.1:PORT
 	logs   *checktest.LogBuffer
 	served chan error
 }
@@ -78,7 +78,7 @@ func startVouchZone(t *testing.T, zoneText string, change ...func(*config.Config
 	for _, ch := range change {
 		ch(cfg)
 	}
-	v := &vouch{logs: &checktest.LogBuffer{}, served: make(chan error, 1), dns: d.Addr}
+	v := &vouch{dns: d, logs: &checktest.LogBuffer{}, served: make(chan error, 1)}
 	srv, err := milter.NewServer(cfg, res, milter.Options{
 		Logger:  slog.New(slog.NewTextHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics: metrics.New(prometheus.NewRegistry(), "e2e"),

@@ -47,8 +47,11 @@ type Milter struct {
 	SocketGroup    string         `yaml:"socket_group"`
 	MaxConnections int            `yaml:"max_connections"`
 	// OverloadAction is Accept or TempFail.
-	OverloadAction  policy.Action `yaml:"overload_action"`
-	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	OverloadAction policy.Action `yaml:"overload_action"`
+	IdleTimeout    time.Duration `yaml:"idle_timeout"`
+	// PacketTimeout bounds the time one milter packet may take to
+	// arrive, from its first octet: trickling cannot stretch it.
+	PacketTimeout   time.Duration `yaml:"packet_timeout"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
@@ -149,6 +152,7 @@ func Default() *Config {
 			MaxConnections:  2000,
 			OverloadAction:  policy.TempFail,
 			IdleTimeout:     10 * time.Minute,
+			PacketTimeout:   10 * time.Second,
 			ShutdownTimeout: 30 * time.Second,
 		},
 		Metrics: Metrics{Listen: "127.0.0.1:9895"},

@@ -175,7 +175,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		want []string // each line of the error output
 	}{
 		{"unknown key", "milter:\n  listen: inet:1@127.0.0.1\n  lisen: x\n",
-			[]string{"bad.yaml:3: milter.lisen: unknown key (want listen, socket_mode, socket_group, max_connections, overload_action, idle_timeout, shutdown_timeout)"}},
+			[]string{"bad.yaml:3: milter.lisen: unknown key (want listen, socket_mode, socket_group, max_connections, overload_action, idle_timeout, packet_timeout, shutdown_timeout)"}},
 		{"unknown top-level key", "polcy:\n  preset: strict\n",
 			[]string{"bad.yaml:1: polcy: unknown key (want milter, metrics, log, dns, checks, policy, headers)"}},
 		{"wrong type", "dns:\n  attempts: lots\n",
@@ -213,7 +213,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"every error at once", "milter:\n  max_connections: many\n  lisen: x\nlog:\n  level: loud\ndns:\n  attempts: 0\npolicy:\n  preset: paranoid\n  allow_sender_domains: [\"a b\"]\n",
 			[]string{
 				`bad.yaml:2: milter.max_connections: want a whole number, not "many"`,
-				"bad.yaml:3: milter.lisen: unknown key (want listen, socket_mode, socket_group, max_connections, overload_action, idle_timeout, shutdown_timeout)",
+				"bad.yaml:3: milter.lisen: unknown key (want listen, socket_mode, socket_group, max_connections, overload_action, idle_timeout, packet_timeout, shutdown_timeout)",
 				`bad.yaml:5: log.level: want debug, info, warn or error, not "loud"`,
 				"bad.yaml:7: dns.attempts: must be at least 1",
 				`bad.yaml:9: policy.preset: unknown preset "paranoid" (want one of [lenient standard strict])`,

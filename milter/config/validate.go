@@ -34,6 +34,9 @@ func (c *Config) validate() Errors {
 	if c.Milter.IdleTimeout < 0 {
 		add("milter.idle_timeout", "must not be negative")
 	}
+	if c.Milter.PacketTimeout < 0 {
+		add("milter.packet_timeout", "must not be negative")
+	}
 	if c.Milter.ShutdownTimeout < 0 {
 		add("milter.shutdown_timeout", "must not be negative")
 	}

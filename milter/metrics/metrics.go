@@ -36,7 +36,9 @@ type Metrics struct {
 	DNSInFlight      prometheus.Gauge
 	ReloadSuccess    prometheus.Gauge
 	ReloadTimestamp  prometheus.Gauge
-	ReloadsTotal     *prometheus.CounterVec // result: success, failure
+	ReloadsTotal     *prometheus.CounterVec // result: success, failure, timeout
+	ReloadsBlocked   prometheus.Gauge
+	HTTPErrors       prometheus.Counter
 	BuildInfo        *prometheus.GaugeVec
 	ConfigInfo       *prometheus.GaugeVec // preset, decide_at
 }
@@ -121,8 +123,16 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}),
 		ReloadsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "config_reloads_total",
-			Help: "Configuration reloads by result (success, failure).",
+			Help: "Configuration reloads by result (success, failure, timeout).",
 		}, []string{"result"}),
+		ReloadsBlocked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "config_reloads_blocked",
+			Help: "Reads of the configuration file still blocked past the reload timeout.",
+		}),
+		HTTPErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "metrics_http_errors_total",
+			Help: "Errors of the metrics HTTP server's connections (bad requests, TLS handshakes, accept failures).",
+		}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "build_info",
 			Help: "Always 1; labels give the version and the Go version.",
@@ -137,7 +147,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.Transactions, m.Decisions, m.CheckResults, m.CheckDuration,
 		m.ExemptRecipients, m.Exemptions, m.HeadersAdded, m.ForgedRemoved,
 		m.DNSQueryDuration, m.DNSCacheRequests, m.DNSCacheEntries, m.DNSInFlight,
-		m.ReloadSuccess, m.ReloadTimestamp, m.ReloadsTotal, m.BuildInfo, m.ConfigInfo,
+		m.ReloadSuccess, m.ReloadTimestamp, m.ReloadsTotal, m.ReloadsBlocked, m.HTTPErrors, m.BuildInfo, m.ConfigInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -147,7 +157,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	for _, r := range []string{"hit", "miss"} {
 		m.DNSCacheRequests.WithLabelValues(r)
 	}
-	for _, r := range []string{"success", "failure"} {
+	for _, r := range []string{"success", "failure", "timeout"} {
 		m.ReloadsTotal.WithLabelValues(r)
 	}
 	for _, k := range []string{"protocol", "panic", "timeout"} {
@@ -175,6 +185,13 @@ func (m *Metrics) Reloaded(ok bool, preset, decideAt string) {
 	m.ReloadsTotal.WithLabelValues("success").Inc()
 	m.ConfigInfo.Reset()
 	m.ConfigInfo.WithLabelValues(preset, decideAt).Set(1)
+}
+
+// ReloadTimedOut records a reload whose read of the file did not end in
+// time: it failed, and the running configuration stays.
+func (m *Metrics) ReloadTimedOut() {
+	m.ReloadSuccess.Set(0)
+	m.ReloadsTotal.WithLabelValues("timeout").Inc()
 }
 
 // DNSObserver returns the resolver hook that feeds the DNS metrics.
