@@ -208,15 +208,19 @@ func (srv *Server) serveConn(raw net.Conn) {
 	srv.metrics.SessionsTotal.Inc()
 
 	var backend milter.Milter = session{c}
+	overload := false
 	if max := srv.listener.MaxConnections; max > 0 && n > int64(max) {
+		overload = true
 		srv.metrics.SessionsRefused.WithLabelValues("overload").Inc()
 		backend = overloaded{accept: srv.listener.OverloadAction == policy.Accept}
 		c.log.Warn("too many milter connections; answering without checks",
 			"active", n, "max_connections", max, "overload_action", srv.listener.OverloadAction.String())
 	}
+	const actions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine | milter.OptSetSymList
+	tc.neg = newNegotiation(c.gen.cfg, overload, actions) // protocol 6: negotiate.go
 	ms := &milter.Server{
 		NewMilter: func() milter.Milter { return backend },
-		Actions:   milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine | milter.OptSetSymList,
+		Actions:   actions,
 		// No body: vouch never reads it, so the MTA need not send it.
 		Protocol: milter.OptNoBody,
 		SymList:  symList,

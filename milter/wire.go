@@ -39,6 +39,9 @@ type wire struct {
 	closeOnce sync.Once
 	onClose   func() // run once, after the first Close
 	timedOut  atomic.Bool
+	// neg is protocol 6 (negotiate.go): the negotiation vouch answers
+	// itself and the replies the MTA does not wait for; nil at version 2.
+	neg *negotiation
 }
 
 // readBufferSize holds the common packets (macros, commands, a header
@@ -65,6 +68,9 @@ func idleSlack(idle time.Duration) time.Duration { return min(idle/8, time.Secon
 // Write is go-milter's own output (negotiation, the modifications vouch
 // leaves to it); it goes out with the next answer.
 func (w *wire) Write(p []byte) (int, error) {
+	if w.neg != nil && w.neg.drops() { // protocol 6: negotiate.go
+		return len(p), nil
+	}
 	w.grow()
 	w.out = append(w.out, p...)
 	return len(p), nil
@@ -80,6 +86,11 @@ func (w *wire) grow() {
 // send fails the read: go-milter then closes the connection, as it does
 // after a failed write.
 func (w *wire) Read(p []byte) (int, error) {
+	if w.neg != nil && w.neg.pending { // protocol 6: negotiate.go
+		if err := w.neg.negotiate(w); err != nil {
+			return 0, err
+		}
+	}
 	if len(w.out) > 0 {
 		_, err := w.Conn.Write(w.out)
 		if cap(w.out) > maxHeldOutput {
@@ -91,7 +102,11 @@ func (w *wire) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return w.in.Read(p)
+	n, err := w.in.Read(p)
+	if w.neg != nil { // protocol 6: negotiate.go
+		w.neg.observe(p[:n])
+	}
+	return n, err
 }
 
 // answer queues a callback's answer packet, encoded as go-milter encodes
@@ -108,6 +123,9 @@ func (w *wire) answer(resp milter.Response) {
 
 // packet queues a milter packet: its length, code and data.
 func (w *wire) packet(code byte, data []byte) {
+	if w.neg != nil && w.neg.drops() { // protocol 6: negotiate.go
+		return
+	}
 	w.grow()
 	w.out = binary.BigEndian.AppendUint32(w.out, uint32(len(data)+1))
 	w.out = append(w.out, code)

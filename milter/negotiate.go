@@ -1,0 +1,210 @@
+package milter
+
+import (
+	"encoding/binary"
+	"slices"
+	"sync"
+
+	"github.com/emersion/go-milter"
+
+	"github.com/vouch-mail/vouch/milter/config"
+	"github.com/vouch-mail/vouch/milter/policy"
+)
+
+// Milter protocol version 6 (docs/mta.md, "Negotiation").
+//
+// go-milter v0.5.0 answers every negotiation with version 2, which cannot
+// say "send this, but do not wait for my reply": the MTA waits for an
+// answer at CONNECT, HELO, MAIL, each header and end of headers, a round
+// trip each, although vouch only continues there. Postfix and Sendmail
+// both offer version 6, whose SMFIP_NR_* flags let the MTA go on without
+// waiting. The library's version is a constant it does not export, so
+// vouch answers the MTA's SMFIC_OPTNEG itself, on the wire, before
+// go-milter sees it, and then drops the replies go-milter or the session
+// would write to a command the MTA does not wait for. go-milter stays the
+// protocol library for everything else; it is not patched.
+//
+// An MTA that offers a version below 6, or that cannot be asked to keep
+// unknown SMTP commands to itself (go-milter drops the connection on
+// SMFIC_UNKNOWN), gets go-milter's own version 2 answer, as before.
+
+// negotiationVersion is the milter protocol version vouch speaks when the
+// MTA offers it.
+const negotiationVersion = 6
+
+// maxOptNeg bounds the MTA's SMFIC_OPTNEG packet vouch reads itself (its
+// length field): a code and three 32-bit words; anything longer is left
+// to go-milter.
+const maxOptNeg = 1 + 3*4 + 64
+
+// negotiation is one connection's protocol-6 state: until the MTA's
+// SMFIC_OPTNEG is read, what to ask for; afterwards, which commands the
+// MTA does not wait for a reply to, and the command being answered.
+type negotiation struct {
+	pending  bool               // the MTA's SMFIC_OPTNEG is still to read
+	want     milter.OptProtocol // what vouch asks for, before the MTA's offer
+	actions  milter.OptAction
+	protocol milter.OptProtocol // negotiated; zero until then or at version 2
+	// noReply[code] is set for each command code the MTA sends without
+	// waiting for an answer.
+	noReply [256]bool
+
+	// The framing of the MTA's packets as go-milter reads them, and
+	// the command code of the last one begun.
+	lenBytes int    // of the length field, read so far
+	length   uint32 // the length field, as far as read
+	body     uint32 // of the packet, still to read
+	first    bool   // the next body byte is the command code
+	code     byte
+}
+
+// wantedProtocol is what vouch asks the MTA for under cfg: no event it
+// does not read, and no reply it only ever answers "continue". overloaded
+// is a connection past milter.max_connections, refused (or accepted) at
+// CONNECT: it keeps CONNECT's reply, which is its only answer.
+func wantedProtocol(cfg *config.Config, overloaded bool) milter.OptProtocol {
+	// Never the body, the DATA command or unknown commands; go-milter
+	// would answer DATA "continue" and drop the connection on UNKNOWN.
+	p := milter.OptNoBody | milter.OptNoData | milter.OptNoUnknown
+	if !overloaded {
+		p |= milter.OptNoConnReply // CONNECT only records
+	}
+	switch cfg.Policy.DecideAt {
+	case policy.StageHelo: // refuses at HELO; the refusal answers MAIL too
+	case policy.StageMail:
+		p |= milter.OptNoHeloReply
+	default: // rcpt: nothing is answered before RCPT
+		p |= milter.OptNoHeloReply | milter.OptNoMailReply
+	}
+	// Mail from a trusted relay is judged at end of headers from its
+	// Received fields; forged Authentication-Results are noted per field.
+	relays := len(cfg.Policy.TrustedRelays) > 0
+	if relays || cfg.Headers.RemoveForged {
+		p |= milter.OptNoHeaderReply
+	} else {
+		p |= milter.OptNoHeaders
+	}
+	if !relays {
+		p |= milter.OptNoEOH
+	}
+	return p
+}
+
+// noReplyCommands maps each SMFIP_NR_* flag to the command it spares a
+// reply.
+var noReplyCommands = []struct {
+	flag milter.OptProtocol
+	code milter.Code
+}{
+	{milter.OptNoConnReply, milter.CodeConn},
+	{milter.OptNoHeloReply, milter.CodeHelo},
+	{milter.OptNoMailReply, milter.CodeMail},
+	{milter.OptNoRcptReply, milter.CodeRcpt},
+	{milter.OptNoDataReply, milter.CodeData},
+	{milter.OptNoUnknownReply, 'U'}, // SMFIC_UNKNOWN; go-milter has no name
+	{milter.OptNoHeaderReply, milter.CodeHeader},
+	{milter.OptNoEOHReply, milter.CodeEOH},
+	{milter.OptNoBodyReply, milter.CodeBody},
+}
+
+func newNegotiation(cfg *config.Config, overloaded bool, actions milter.OptAction) *negotiation {
+	return &negotiation{pending: true, want: wantedProtocol(cfg, overloaded), actions: actions}
+}
+
+// negotiate reads the MTA's SMFIC_OPTNEG, if that is what comes first, and
+// queues vouch's version-6 answer. When the MTA cannot speak version 6 as
+// vouch needs, the packet stays unread for go-milter and w.neg is
+// cleared: version 2, every reply written. Errors are the connection's.
+func (n *negotiation) negotiate(w *wire) error {
+	n.pending = false
+	head, err := w.in.Peek(5)
+	if err != nil {
+		w.neg = nil
+		if len(head) > 0 {
+			return nil // go-milter reads what there is and fails
+		}
+		return err
+	}
+	length := binary.BigEndian.Uint32(head)
+	if head[4] != byte(milter.CodeOptNeg) || length < 13 || length > maxOptNeg {
+		w.neg = nil
+		return nil
+	}
+	pkt, err := w.in.Peek(4 + int(length))
+	if err != nil {
+		w.neg = nil
+		return nil
+	}
+	version := binary.BigEndian.Uint32(pkt[5:])
+	offered := milter.OptProtocol(binary.BigEndian.Uint32(pkt[13:]))
+	if version < negotiationVersion || offered&milter.OptNoUnknown == 0 {
+		w.neg = nil
+		return nil
+	}
+	w.in.Discard(4 + int(length))
+	n.protocol = n.want & offered
+	for _, nr := range noReplyCommands {
+		if n.protocol&nr.flag != 0 {
+			n.noReply[nr.code] = true
+		}
+	}
+	data := binary.BigEndian.AppendUint32(make([]byte, 0, 12+len(encodedSymList())), negotiationVersion)
+	data = binary.BigEndian.AppendUint32(data, uint32(n.actions))
+	data = binary.BigEndian.AppendUint32(data, uint32(n.protocol))
+	data = append(data, encodedSymList()...)
+	w.packet(byte(milter.CodeOptNeg), data)
+	return nil
+}
+
+// observe follows the framing of the bytes go-milter has read, to know
+// which command it is answering.
+func (n *negotiation) observe(p []byte) {
+	for len(p) > 0 {
+		if n.body > 0 {
+			if n.first {
+				n.code, n.first = p[0], false
+			}
+			k := n.body
+			if uint64(len(p)) < uint64(k) {
+				k = uint32(len(p))
+			}
+			n.body -= k
+			p = p[k:]
+			continue
+		}
+		n.length = n.length<<8 | uint32(p[0])
+		p = p[1:]
+		if n.lenBytes++; n.lenBytes == 4 {
+			n.body, n.first = n.length, true
+			n.length, n.lenBytes = 0, 0
+		}
+	}
+}
+
+// drops reports whether a reply now would answer a command the MTA does
+// not wait for: it must not be written, or the MTA would read it as the
+// answer to its next command.
+func (n *negotiation) drops() bool { return n.noReply[n.code] }
+
+// encodedSymList is symList as SMFIC_OPTNEG carries it (the stage, a
+// 32-bit word, then the space-separated macro names and a NUL), in
+// stage order.
+var encodedSymList = sync.OnceValue(func() []byte {
+	stages := make([]milter.Stage, 0, len(symList))
+	for s := range symList {
+		stages = append(stages, s)
+	}
+	slices.Sort(stages)
+	var b []byte
+	for _, s := range stages {
+		b = binary.BigEndian.AppendUint32(b, uint32(s))
+		for i, m := range symList[s] {
+			if i > 0 {
+				b = append(b, ' ')
+			}
+			b = append(b, m...)
+		}
+		b = append(b, 0)
+	}
+	return b
+})
