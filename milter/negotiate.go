@@ -117,7 +117,10 @@ func newNegotiation(cfg *config.Config, overloaded bool, actions milter.OptActio
 // cleared: version 2, every reply written. Errors are the connection's.
 func (n *negotiation) negotiate(w *wire) error {
 	n.pending = false
-	head, err := w.in.Peek(5)
+	// Peeked, not read: whatever is not a version-6 SMFIC_OPTNEG is
+	// left whole for go-milter. Only as much is waited for as the
+	// packet's length says is coming.
+	head, err := w.in.Peek(4)
 	if err != nil {
 		w.neg = nil
 		if len(head) > 0 {
@@ -126,12 +129,12 @@ func (n *negotiation) negotiate(w *wire) error {
 		return err
 	}
 	length := binary.BigEndian.Uint32(head)
-	if head[4] != byte(milter.CodeOptNeg) || length < 13 || length > maxOptNeg {
+	if length < 13 || length > maxOptNeg {
 		w.neg = nil
 		return nil
 	}
 	pkt, err := w.in.Peek(4 + int(length))
-	if err != nil {
+	if err != nil || pkt[4] != byte(milter.CodeOptNeg) {
 		w.neg = nil
 		return nil
 	}

@@ -3,6 +3,7 @@ package milter_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -276,5 +277,40 @@ func TestNegotiationDropsGoMilterReplyToAMalformedHeader(t *testing.T) {
 	got := m.session(protocol, "127.0.0.10", "mail.good.test", "a@good.test", "X-A", "b\x00c", "Subject", "hi")
 	if want := []string{"c", "i", "i", "c"}; strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("replies %q, want %q", got, want)
+	}
+}
+
+// TestNegotiationLeavesOtherFirstPacketsToGoMilter: vouch only peeks at
+// the first packet; anything but a whole SMFIC_OPTNEG is go-milter's,
+// which closes the connection or answers version 2, as before.
+func TestNegotiationLeavesOtherFirstPacketsToGoMilter(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		first []byte
+		want  string
+	}{
+		{"zero length", []byte{0, 0, 0, 0}, "closed"},
+		{"unknown code", []byte{0, 0, 0, 13, 'X', 0, 0, 0, 6, 0, 0, 1, 0xff, 0, 0x1f, 0xff, 0xff}, "closed"},
+		{"optneg without its words", []byte{0, 0, 0, 1, 'O'}, "version 2"},
+		{"short optneg", []byte{0, 0, 0, 5, 'O', 0, 0, 0, 6}, "version 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newEnv(t).dialRaw()
+			if _, err := m.c.Write(tc.first); err != nil {
+				t.Fatal(err)
+			}
+			got := "closed"
+			if p, err := m.read(); err == nil {
+				got = fmt.Sprintf("%c", p.code)
+				if p.code == 'O' && len(p.data) >= 4 {
+					got = fmt.Sprintf("version %d", binary.BigEndian.Uint32(p.data))
+				}
+			} else if !errors.Is(err, io.EOF) {
+				got = err.Error()
+			}
+			if got != tc.want {
+				t.Errorf("got %s, want %s", got, tc.want)
+			}
+		})
 	}
 }

@@ -49,6 +49,8 @@ commands:
            them, and report the server's RSS per connection
   serve    serve an in-process vouch (-zone FILE) or no-op milter (-noop)
   dns      serve a zone file on an in-process DNS server
+  postfix  a real Postfix driven by smtp-source: messages per second with
+           vouch, go-milter's no-op and no milter, in alternating rounds
 
 "vouch-bench COMMAND -h" lists a command's flags.
 `
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serveCommand(ctx, args, stdout, stderr)
 	case "dns":
 		return dnsCommand(ctx, args, stdout, stderr)
+	case "postfix":
+		return postfixCommand(ctx, args, stdout, stderr) // postfix.go
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
