@@ -2,7 +2,9 @@ package milter
 
 import (
 	"encoding/binary"
+	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/emersion/go-milter"
@@ -45,6 +47,7 @@ type negotiation struct {
 	want     milter.OptProtocol // what vouch asks for, before the MTA's offer
 	actions  milter.OptAction
 	protocol milter.OptProtocol // negotiated; zero until then or at version 2
+	log      *slog.Logger
 	// noReply[code] is set for each command code the MTA sends without
 	// waiting for an answer.
 	noReply [256]bool
@@ -107,8 +110,8 @@ var noReplyCommands = []struct {
 	{milter.OptNoBodyReply, milter.CodeBody},
 }
 
-func newNegotiation(cfg *config.Config, overloaded bool, actions milter.OptAction) *negotiation {
-	return &negotiation{pending: true, want: wantedProtocol(cfg, overloaded), actions: actions}
+func newNegotiation(cfg *config.Config, overloaded bool, actions milter.OptAction, log *slog.Logger) *negotiation {
+	return &negotiation{pending: true, want: wantedProtocol(cfg, overloaded), actions: actions, log: log}
 }
 
 // negotiate reads the MTA's SMFIC_OPTNEG, if that is what comes first, and
@@ -141,6 +144,7 @@ func (n *negotiation) negotiate(w *wire) error {
 	version := binary.BigEndian.Uint32(pkt[5:])
 	offered := milter.OptProtocol(binary.BigEndian.Uint32(pkt[13:]))
 	if version < negotiationVersion || offered&milter.OptNoUnknown == 0 {
+		n.log.Debug("milter protocol: the MTA's offer leaves version 2", "mta_version", version, "mta_protocol", hex(uint32(offered)))
 		w.neg = nil
 		return nil
 	}
@@ -156,8 +160,12 @@ func (n *negotiation) negotiate(w *wire) error {
 	data = binary.BigEndian.AppendUint32(data, uint32(n.protocol))
 	data = append(data, encodedSymList()...)
 	w.packet(byte(milter.CodeOptNeg), data)
+	n.log.Debug("milter protocol negotiated", "version", negotiationVersion, "protocol", hex(uint32(n.protocol)),
+		"mta_version", version, "mta_protocol", hex(uint32(offered)))
 	return nil
 }
+
+func hex(v uint32) string { return "0x" + strconv.FormatUint(uint64(v), 16) }
 
 // observe follows the framing of the bytes go-milter has read, to know
 // which command it is answering.

@@ -217,7 +217,7 @@ func (srv *Server) serveConn(raw net.Conn) {
 			"active", n, "max_connections", max, "overload_action", srv.listener.OverloadAction.String())
 	}
 	const actions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine | milter.OptSetSymList
-	tc.neg = newNegotiation(c.gen.cfg, overload, actions) // protocol 6: negotiate.go
+	tc.neg = newNegotiation(c.gen.cfg, overload, actions, c.log) // protocol 6: negotiate.go
 	ms := &milter.Server{
 		NewMilter: func() milter.Milter { return backend },
 		Actions:   actions,

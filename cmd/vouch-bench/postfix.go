@@ -93,9 +93,16 @@ func postfixCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	reuse := fs.Bool("d", false, "several messages per SMTP connection (smtp-source -d): about -m/-s each")
 	list := fs.String("milters", "none,noop,noop-min,vouch", "comma-separated milters: none, noop, noop-min, vouch, vouch-cold")
 	jsonOut := fs.Bool("json", false, "print JSON")
+	profile := loadFlags{}
+	fs.StringVar(&profile.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the milters it serves) to `file`")
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
+	stop, err := profile.profile()
+	if err != nil {
+		return fail(stderr, "postfix", err)
+	}
+	defer stop()
 	names := strings.Split(*list, ",")
 	if !slices.Contains(names, "none") {
 		names = append([]string{"none"}, names...)
