@@ -168,8 +168,12 @@ func (n *negotiation) negotiate(w *wire) error {
 func hex(v uint32) string { return "0x" + strconv.FormatUint(uint64(v), 16) }
 
 // observe follows the framing of the bytes go-milter has read, to know
-// which command it is answering.
-func (n *negotiation) observe(p []byte) {
+// which command it is answering. When a command the MTA does not wait
+// for is complete, the MTA's next write would wait for vouch's TCP
+// acknowledgment (Nagle's algorithm on its side, delayed ACKs on ours,
+// some 40 ms on Linux): that acknowledgment is sent at once.
+func (n *negotiation) observe(w *wire, p []byte) {
+	unanswered := false
 	for len(p) > 0 {
 		if n.body > 0 {
 			if n.first {
@@ -181,6 +185,9 @@ func (n *negotiation) observe(p []byte) {
 			}
 			n.body -= k
 			p = p[k:]
+			if n.body == 0 && (n.noReply[n.code] || n.code == byte(milter.CodeMacro)) {
+				unanswered = true
+			}
 			continue
 		}
 		n.length = n.length<<8 | uint32(p[0])
@@ -189,6 +196,9 @@ func (n *negotiation) observe(p []byte) {
 			n.body, n.first = n.length, true
 			n.length, n.lenBytes = 0, 0
 		}
+	}
+	if unanswered && n.protocol != 0 {
+		quickAck(w.Conn)
 	}
 }
 

@@ -104,7 +104,7 @@ func (w *wire) Read(p []byte) (int, error) {
 	}
 	n, err := w.in.Read(p)
 	if w.neg != nil { // protocol 6: negotiate.go
-		w.neg.observe(p[:n])
+		w.neg.observe(w, p[:n])
 	}
 	return n, err
 }
