@@ -70,6 +70,9 @@ type PostfixResult struct {
 	Ratio    float64 `json:"ratio_to_none"`
 	RatioMin float64 `json:"ratio_min"`
 	RatioMax float64 `json:"ratio_max"`
+	// Pooled is the mean rate over the rounds divided by Postfix
+	// alone's: a slow spell of the machine weighs on both.
+	Pooled float64 `json:"pooled_ratio_to_none"`
 }
 
 // PostfixReport is the postfix command's output.
@@ -166,6 +169,7 @@ func postfixCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 			ratios = append(ratios, rates[i][r]/rates[0][r])
 		}
 		res.Ratio, res.RatioMin, res.RatioMax = median(ratios), slices.Min(ratios), slices.Max(ratios)
+		res.Pooled = mean(rates[i]) / mean(rates[0])
 		rep.Results = append(rep.Results, res)
 		rep.MilterWarns += strings.Count(u.pf.Log(), "warning: milter")
 	}
@@ -186,14 +190,22 @@ func postfixCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 func (r PostfixReport) writeText(w io.Writer) {
 	fmt.Fprintf(w, "Postfix %s, %d CPUs, load average %s before, %s after\n", r.Postfix, r.CPUs, r.LoadBefore, r.LoadAfter)
 	fmt.Fprintf(w, "%s, %d rounds\n\n", r.Command, r.Rounds)
-	fmt.Fprintf(w, "%-11s %10s %8s %15s\n", "milter", "msg/s", "ratio", "ratio range")
+	fmt.Fprintf(w, "%-11s %10s %8s %15s %8s\n", "milter", "msg/s", "ratio", "ratio range", "pooled")
 	for _, res := range r.Results {
-		fmt.Fprintf(w, "%-11s %10.1f %8.2f %7.2f-%.2f\n", res.Milter, res.Median, res.Ratio, res.RatioMin, res.RatioMax)
+		fmt.Fprintf(w, "%-11s %10.1f %8.2f %7.2f-%.2f %8.2f\n", res.Milter, res.Median, res.Ratio, res.RatioMin, res.RatioMax, res.Pooled)
 	}
 	fmt.Fprintln(w)
 	for _, res := range r.Results {
 		fmt.Fprintf(w, "%-11s %s\n", res.Milter, res.About)
 	}
+}
+
+func mean(v []float64) float64 {
+	sum := 0.0
+	for _, x := range v {
+		sum += x
+	}
+	return sum / float64(len(v))
 }
 
 func median(v []float64) float64 {
