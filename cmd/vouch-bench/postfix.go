@@ -96,10 +96,25 @@ func postfixCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	reuse := fs.Bool("d", false, "several messages per SMTP connection (smtp-source -d): about -m/-s each")
 	list := fs.String("milters", "none,noop,noop-min,vouch", "comma-separated milters: none, noop, noop-min, vouch, vouch-cold")
 	jsonOut := fs.Bool("json", false, "print JSON")
+	var external []string
+	fs.Func("external", "`NAME=ADDR`: also a milter already listening at ADDR (e.g. another build of vouch, \"vouch-bench serve -zone\" with -print-zone's zone); repeatable",
+		func(v string) error {
+			name, addr, ok := strings.Cut(v, "=")
+			if !ok || name == "" || addr == "" {
+				return errors.New("want NAME=ADDR")
+			}
+			external = append(external, v)
+			return nil
+		})
+	printZone := fs.Bool("print-zone", false, "print the zone the sender passes in, and exit")
 	profile := loadFlags{}
 	fs.StringVar(&profile.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the milters it serves) to `file`")
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
+	}
+	if *printZone {
+		fmt.Fprint(stdout, postfixZone)
+		return exitOK
 	}
 	stop, err := profile.profile()
 	if err != nil {
@@ -111,6 +126,9 @@ func postfixCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		names = append([]string{"none"}, names...)
 	}
 	for _, n := range names {
+		if slices.ContainsFunc(external, func(e string) bool { return strings.HasPrefix(e, n+"=") }) {
+			continue
+		}
 		if !slices.ContainsFunc(postfixMilters, func(m struct{ name, about string }) bool { return m.name == n }) {
 			return usageErr(stderr, "postfix", fmt.Errorf("unknown milter %q", n))
 		}
@@ -130,7 +148,12 @@ func postfixCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	srcArgs = append(srcArgs, "-M", benchHelo, "-f", benchSender, "-t", "user@"+benchDomain)
 
-	b := &postfixBench{tb: &harnessTB{log: stderr}, stderr: stderr}
+	b := &postfixBench{tb: &harnessTB{log: stderr}, stderr: stderr, external: map[string]string{}}
+	for _, e := range external {
+		name, addr, _ := strings.Cut(e, "=")
+		b.external[name] = addr
+		names = append(names, name)
+	}
 	defer b.close()
 	if err := b.start(names); err != nil {
 		return fail(stderr, "postfix", err)
@@ -224,12 +247,13 @@ type underTest struct {
 }
 
 type postfixBench struct {
-	tb      *harnessTB
-	stderr  io.Writer
-	tmpfs   string // the private tmpfs the instances live on
-	oldTmp  string
-	closers []func()
-	under   []*underTest
+	tb       *harnessTB
+	stderr   io.Writer
+	tmpfs    string // the private tmpfs the instances live on
+	oldTmp   string
+	closers  []func()
+	under    []*underTest
+	external map[string]string // name: milter address
 }
 
 // start mounts the tmpfs, starts the milters and one Postfix for each.
@@ -254,6 +278,9 @@ func (b *postfixBench) start(names []string) (err error) {
 	os.Setenv("TMPDIR", dir) // the harness makes its instances under $TMPDIR
 	for _, n := range names {
 		u := &underTest{name: n}
+		if addr, ok := b.external[n]; ok {
+			u.about = "the milter at " + addr
+		}
 		for _, m := range postfixMilters {
 			if m.name == n {
 				u.about = m.about
@@ -279,6 +306,9 @@ func (b *postfixBench) start(names []string) (err error) {
 func (b *postfixBench) startMilter(name string) (string, error) {
 	var srv server
 	var err error
+	if addr, ok := b.external[name]; ok {
+		return addr, nil
+	}
 	switch name {
 	case "none":
 		return "", nil
