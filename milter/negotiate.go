@@ -48,6 +48,7 @@ type negotiation struct {
 	actions  milter.OptAction
 	protocol milter.OptProtocol // negotiated; zero until then or at version 2
 	log      *slog.Logger
+	held     *reply // an answer other than continue to an unanswered command
 	// noReply[code] is set for each command code the MTA sends without
 	// waiting for an answer.
 	noReply [256]bool
@@ -206,6 +207,31 @@ func (n *negotiation) observe(w *wire, p []byte) {
 // not wait for: it must not be written, or the MTA would read it as the
 // answer to its next command.
 func (n *negotiation) drops() bool { return n.noReply[n.code] }
+
+// dropsAnswer is drops for one of vouch's answers. vouch only answers
+// "continue" where it asks for no reply, but a callback that panicked
+// answers tempfail (conn.guard): that answer is held and given instead
+// of the next one the MTA waits for, so the failure still reaches the
+// client rather than the message going on unchecked.
+func (n *negotiation) dropsAnswer(code byte, data []byte) bool {
+	if !n.noReply[n.code] {
+		return false
+	}
+	if code != byte(milter.ActContinue) && n.held == nil {
+		n.held = &reply{code: code, data: slices.Clone(data)}
+	}
+	return true
+}
+
+// answer is the answer to write to a command the MTA waits for: the one
+// held back, if any, else code and data.
+func (n *negotiation) answer(code byte, data []byte) (byte, []byte) {
+	if h := n.held; h != nil {
+		n.held = nil
+		return h.code, h.data
+	}
+	return code, data
+}
 
 // encodedSymList is symList as SMFIC_OPTNEG carries it (the stage, a
 // 32-bit word, then the space-separated macro names and a NUL), in

@@ -123,8 +123,11 @@ func (w *wire) answer(resp milter.Response) {
 
 // packet queues a milter packet: its length, code and data.
 func (w *wire) packet(code byte, data []byte) {
-	if w.neg != nil && w.neg.drops() { // protocol 6: negotiate.go
-		return
+	if w.neg != nil { // protocol 6: negotiate.go
+		if w.neg.dropsAnswer(code, data) {
+			return
+		}
+		code, data = w.neg.answer(code, data)
 	}
 	w.grow()
 	w.out = binary.BigEndian.AppendUint32(w.out, uint32(len(data)+1))
