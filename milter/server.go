@@ -235,9 +235,14 @@ func (srv *Server) handshake(c *conn) {
 		tc.serveOverloaded(srv.listener.OverloadAction == policy.Accept)
 		return
 	}
+	const actions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine | milter.OptSetSymList
+	// Connections past the cap are answered by the wire alone, at
+	// version 2; the others negotiate version 6 (negotiate.go).
+	tc.neg = newNegotiation(c.gen.cfg, false, actions, c.log)
+	tc.neg.packet(tc) // the negotiation, read above
 	ms := &milter.Server{
 		NewMilter: func() milter.Milter { return session{c} },
-		Actions:   milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine | milter.OptSetSymList,
+		Actions:   actions,
 		// No body: vouch never reads it, so the MTA need not send it.
 		Protocol: milter.OptNoBody,
 		SymList:  symList,

@@ -75,6 +75,9 @@ type wire struct {
 	// the encoders. id is its number, the conn of its log lines.
 	conn *conn
 	id   uint64
+	// neg is protocol 6 (negotiate.go): the negotiation vouch answers
+	// itself and the replies the MTA does not wait for; nil at version 2.
+	neg *negotiation
 }
 
 // readBufferSize holds the common packets (macros, commands, a header
@@ -123,6 +126,9 @@ func idleSlack(idle time.Duration) time.Duration { return min(idle/8, time.Secon
 // Write is go-milter's own output (negotiation, the modifications vouch
 // leaves to it); it goes out with the next answer.
 func (w *wire) Write(p []byte) (int, error) {
+	if w.neg != nil && w.neg.drops() { // protocol 6: negotiate.go
+		return len(p), nil
+	}
 	w.grow()
 	w.out = append(w.out, p...)
 	return len(p), nil
@@ -147,6 +153,9 @@ func (w *wire) Read(p []byte) (int, error) {
 		if err := w.next(false); err != nil {
 			w.end(err)
 			return 0, io.EOF
+		}
+		if w.neg != nil && w.neg.packet(w) { // protocol 6: negotiate.go
+			continue // answered by vouch, not go-milter's
 		}
 		if w.pkt[4] == byte(milter.CodeHeader) && w.conn != nil {
 			w.header()
@@ -200,6 +209,12 @@ func (w *wire) answer(resp milter.Response) {
 
 // packet queues a milter packet: its length, code and data.
 func (w *wire) packet(code byte, data []byte) {
+	if w.neg != nil { // protocol 6: negotiate.go
+		if w.neg.dropsAnswer(code, data) {
+			return
+		}
+		code, data = w.neg.answer(code, data)
+	}
 	w.grow()
 	w.out = binary.BigEndian.AppendUint32(w.out, uint32(len(data)+1))
 	w.out = append(w.out, code)

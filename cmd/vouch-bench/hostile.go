@@ -345,7 +345,7 @@ func rawPacket(cmd byte, data []byte) []byte {
 
 // negotiation is what Postfix sends first: version 6, every action, the
 // protocol steps it can skip.
-var negotiation = rawPacket('O', []byte{0, 0, 0, 6, 0, 0, 0x01, 0xff, 0, 0x1f, 0xff, 0xff})
+var negotiation = rawPacket('O', []byte{0, 0, 0, 2, 0, 0, 0x01, 0xff, 0, 0x1f, 0xff, 0xff}) // version 2: every command answered
 
 func readRawPacket(c net.Conn) (byte, []byte, error) {
 	var hdr [4]byte

@@ -52,6 +52,8 @@ commands:
            its RSS, descriptors, goroutines, DNS queries and log volume
   serve    serve an in-process vouch (-zone FILE) or no-op milter (-noop)
   dns      serve a zone file on an in-process DNS server
+  postfix  a real Postfix driven by smtp-source: messages per second with
+           vouch, go-milter's no-op and no milter, in alternating rounds
 
 "vouch-bench COMMAND -h" lists a command's flags.
 `
@@ -77,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return hostileCommand(ctx, args, stdout, stderr)
 	case "dns":
 		return dnsCommand(ctx, args, stdout, stderr)
+	case "postfix":
+		return postfixCommand(ctx, args, stdout, stderr) // postfix.go
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -110,6 +110,8 @@ type vouchServer struct {
 // vouchOptions change the in-process vouch from the daemon's defaults.
 type vouchOptions struct {
 	MaxConnections int // 0: the daemon's default
+	// Configure, when set, changes the configuration last (postfix.go).
+	Configure func(*config.Config)
 }
 
 // startVouch serves vouch on a, resolving through a dnstest server loaded
@@ -132,6 +134,9 @@ func startVouch(zoneText string, a socket.Address, o vouchOptions) (*vouchServer
 	cfg.Policy.TrustedNetworks = nil
 	if o.MaxConnections > 0 {
 		cfg.Milter.MaxConnections = o.MaxConnections
+	}
+	if o.Configure != nil {
+		o.Configure(cfg)
 	}
 	// Logs are formatted as the daemon formats them, then dropped: the
 	// cost of writing them to a terminal is not vouch's.
