@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -14,9 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vouch-mail/vouch/checks/dnstest"
 	"github.com/vouch-mail/vouch/milter/metrics"
@@ -103,8 +98,8 @@ func TestMetricsServerBounds(t *testing.T) {
 	}
 	resp.Body.Close()
 	start := time.Now()
-	idle.SetReadDeadline(time.Now().Add(httpIdleTimeout + 10*time.Second))
-	if _, err := br.ReadByte(); err == nil || time.Since(start) > httpIdleTimeout+5*time.Second {
+	idle.SetReadDeadline(time.Now().Add(metrics.HTTPIdleTimeout + 10*time.Second))
+	if _, err := br.ReadByte(); err == nil || time.Since(start) > metrics.HTTPIdleTimeout+5*time.Second {
 		t.Errorf("idle keep-alive connection still open after %v (%v)", time.Since(start), err)
 	}
 	// By now, past the header timeout, the slow one is closed too (after
@@ -115,48 +110,5 @@ func TestMetricsServerBounds(t *testing.T) {
 	}
 	if strings.Contains(c.logText(), "milter connection error") {
 		t.Errorf("HTTP errors logged as go-milter's:\n%s", c.logText())
-	}
-}
-
-func TestHTTPErrorLog(t *testing.T) {
-	var out bytes.Buffer
-	m := metrics.New(prometheus.NewRegistry(), "test")
-	h := httpErrorLog{slog.New(slog.NewTextHandler(&out, nil)).With("component", "metrics-http"), m}
-	h.Write([]byte("http: Accept error: accept tcp: too many open files; retrying in 5ms\n"))
-	if got := testutil.ToFloat64(m.HTTPErrors); got != 1 {
-		t.Errorf("counted %v", got)
-	}
-	if got := testutil.ToFloat64(m.MilterErrors.WithLabelValues("protocol")); got != 0 {
-		t.Errorf("counted as a milter protocol error")
-	}
-	if !strings.Contains(out.String(), `msg="metrics server error" component=metrics-http err="http: Accept error`) {
-		t.Errorf("logged %q", out.String())
-	}
-}
-
-func TestSoftMemoryLimit(t *testing.T) {
-	for _, tc := range []struct {
-		name, gomemlimit, file, content string
-		want                            int64
-		ok                              bool
-	}{
-		{"cgroup v2 limit", "", "memory.max", "268435456\n", 214748364, true},
-		{"cgroup v2 no limit", "", "memory.max", "max\n", 0, false},
-		{"cgroup v1 limit", "", "memory/memory.limit_in_bytes", "268435456\n", 214748364, true},
-		{"cgroup v1 no limit", "", "memory/memory.limit_in_bytes", "9223372036854771712\n", 0, false},
-		{"GOMEMLIMIT set", "300MiB", "memory.max", "268435456\n", 0, false},
-		{"no cgroup files", "", "", "", 0, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			root := t.TempDir()
-			if tc.file != "" {
-				os.MkdirAll(filepath.Dir(filepath.Join(root, tc.file)), 0o755)
-				os.WriteFile(filepath.Join(root, tc.file), []byte(tc.content), 0o644)
-			}
-			got, ok := softMemoryLimit(tc.gomemlimit, root)
-			if got != tc.want || ok != tc.ok {
-				t.Errorf("got %d %v, want %d %v", got, ok, tc.want, tc.ok)
-			}
-		})
 	}
 }
