@@ -26,9 +26,6 @@ const (
 	checkSPFHelo     checkName = "spf_helo"
 )
 
-// checkNames lists every check run, for the metrics tests.
-var checkNames = []checkName{checkIprev, checkHelo, checkSPFMailFrom, checkSPFHelo}
-
 func iprevVerdict(r iprev.Result) string { return string(r.Verdict) }
 func heloVerdict(r helo.Result) string   { return string(r.Verdict) }
 func spfVerdict(r spf.Result) string     { return string(r.Verdict) }

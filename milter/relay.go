@@ -56,7 +56,7 @@ func (c *conn) decideRelayed() *Outcome {
 func (c *conn) answerRelayed(o *Outcome) *reply {
 	if o.Decision.Refuses() && len(c.tx.relayRecipients) > 0 {
 		for _, r := range c.tx.relayRecipients {
-			c.acceptRecipient(r, c.recipientExemption(r), o)
+			c.acceptRecipient(r.rcpt, r.reason, o)
 		}
 		return respContinue
 	}
@@ -71,7 +71,7 @@ func (c *conn) relayUnparsed(err error) *Outcome {
 		o.Decision = policy.Decision{Action: policy.TempFail, Would: policy.TempFail,
 			Code: 451, Status: "4.7.0", Text: "Cannot tell the original client of this relayed message"}
 	}
-	c.srv.metrics.Exemptions.WithLabelValues("relay_unparsed").Inc()
+	c.srv.metrics.Exemptions.WithLabelValues(string(RelayUnparsed)).Inc()
 	c.log.Warn("trusted relay's message names no original client", "queue_id", textsafe.Log(c.tx.queueID),
 		"err", textsafe.Log(err.Error()), "unparsed", errors.Is(err, received.ErrSyntax), "action", o.Decision.Action.String())
 	c.commit(o)

@@ -97,7 +97,7 @@ type transaction struct {
 	// relayRecipients the exempt or allowed recipients of the message.
 	origin          *client
 	received        []string
-	relayRecipients []string
+	relayRecipients []relayRecipient
 	arSeen          int   // Authentication-Results fields seen
 	forged          []int // their 1-based indices that claim our authserv-id
 }
@@ -110,6 +110,11 @@ const (
 	ExemptLocal         Exemption = "local"           // not a TCP client
 	ExemptTrusted       Exemption = "trusted_network" // in policy.trusted_networks
 	ExemptAuthenticated Exemption = "authenticated"   // {auth_authen} set
+	// A recipient accepted although the decision refuses.
+	ExemptRecipient  Exemption = "exempt_recipient"  // policy.exempt_recipients
+	AllowedRecipient Exemption = "allowed_recipient" // policy.allow_recipients
+	// A trusted relay's message that names no original client.
+	RelayUnparsed Exemption = "relay_unparsed"
 )
 
 // session is the go-milter backend. It is a thin handle on conn so that, if
@@ -330,7 +335,7 @@ func (s session) RcptTo(rcpt string, m *milter.Modifier) (resp milter.Response, 
 	if c.relay {
 		// Judged at end of headers, for the whole message.
 		if reason := c.recipientExemption(rcpt); reason != "" {
-			c.tx.relayRecipients = append(c.tx.relayRecipients, rcpt)
+			c.tx.relayRecipients = append(c.tx.relayRecipients, relayRecipient{rcpt, reason})
 		}
 		return respContinue, nil
 	}
@@ -338,37 +343,47 @@ func (s session) RcptTo(rcpt string, m *milter.Modifier) (resp milter.Response, 
 	if o == nil {
 		o = c.decide(policy.StageRcpt)
 	}
-	if reason := c.recipientExemption(rcpt); o.Decision.Refuses() && reason != "" {
+	if !o.Decision.Refuses() {
+		return respContinue, nil
+	}
+	if reason := c.recipientExemption(rcpt); reason != "" {
 		c.acceptRecipient(rcpt, reason, o)
 		return respContinue, nil
 	}
 	return o.reply(), nil
 }
 
+// relayRecipient is an exempt or allowed recipient of a relayed message,
+// whose decision comes at end of headers.
+type relayRecipient struct {
+	rcpt   string
+	reason Exemption
+}
+
 // recipientExemption says why rcpt is accepted whatever the verdict:
-// "exempt_recipient" (policy.exempt_recipients, RFC 5321 §4.5.1),
-// "allowed_recipient" (policy.allow_recipients: forwarded mail), or "".
-func (c *conn) recipientExemption(rcpt string) string {
+// ExemptRecipient (RFC 5321 §4.5.1), AllowedRecipient (forwarded mail),
+// or "".
+func (c *conn) recipientExemption(rcpt string) Exemption {
 	p := &c.gen.cfg.Policy
 	switch {
 	case p.ExemptRecipient(rcpt):
-		return "exempt_recipient"
+		return ExemptRecipient
 	case p.AllowedRecipient(rcpt):
-		return "allowed_recipient"
+		return AllowedRecipient
 	}
 	return ""
 }
 
 // acceptRecipient accepts rcpt although o refuses, and says so.
-func (c *conn) acceptRecipient(rcpt, reason string, o *Outcome) {
+func (c *conn) acceptRecipient(rcpt string, reason Exemption, o *Outcome) {
 	c.tx.exemptRecipients = append(c.tx.exemptRecipients, rcpt)
-	if reason == "exempt_recipient" {
+	if reason == ExemptRecipient {
 		c.srv.metrics.ExemptRecipients.Inc()
 	} else {
-		c.srv.metrics.Exemptions.WithLabelValues(reason).Inc()
+		c.srv.metrics.Exemptions.WithLabelValues(string(reason)).Inc()
 	}
 	c.log.Info("exempt recipient accepted despite the verdict", "queue_id", textsafe.Log(c.tx.queueID),
-		"rcpt", textsafe.Log(rcpt), "reason", reason, "verdict", o.Decision.Action.String())
+		"rcpt", textsafe.Log(rcpt), "reason", string(reason), "verdict", o.Decision.Action.String())
 }
 
 // checked reports whether the transaction under way is checked: there
@@ -445,7 +460,7 @@ func (s session) Body(m *milter.Modifier) (resp milter.Response, err error) {
 func (c *conn) logAccepted(o *Outcome) {
 	attrs := []any{"queue_id", textsafe.Log(c.tx.queueID), "sender", textsafe.Log(envelope.Display(c.tx.sender))}
 	if o.Decision.Refuses() {
-		attrs = append(attrs, "action", "accept", "reason", "exempt_recipient", "verdict", o.Decision.Action.String(),
+		attrs = append(attrs, "action", "accept", "reason", string(ExemptRecipient), "verdict", o.Decision.Action.String(),
 			"exempt_recipients", len(c.tx.exemptRecipients))
 	} else {
 		attrs = append(attrs, "action", o.Decision.Action.String())

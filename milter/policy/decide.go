@@ -103,8 +103,6 @@ const (
 	AllowedSPFDomain    Allowance = "allowed_spf_domain"
 )
 
-// Allowances lists them, for the metrics.
-var Allowances = []Allowance{AllowedClientName, AllowedSenderDomain, AllowedHeloName, AllowedSPFDomain}
 
 // Decision is what the policy says about one transaction.
 type Decision struct {
