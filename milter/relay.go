@@ -83,6 +83,10 @@ func (c *conn) relayUnparsed(err error) *Outcome {
 // cl passes, "" if none does. Each is an SPF check of the domain (for
 // postmaster@domain) with cl's address; a warm cache answers it at once.
 func (c *conn) spfPassDomain(ctx context.Context, cl *client) string {
+	// Under the check deadline like any check: the caller's context has
+	// none when every other check was done.
+	ctx, cancel := context.WithTimeout(ctx, c.gen.cfg.Checks.Deadline)
+	defer cancel()
 	opts := c.gen.cfg.Checks.SPF.Options
 	for _, d := range c.gen.policy.AllowSPFDomains {
 		if r := spf.CheckMailFrom(ctx, c.gen.resolver, cl.ip, cl.helo, "postmaster@"+d, opts); r.Verdict == spf.Pass {

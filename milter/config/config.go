@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -319,14 +320,7 @@ func (p *Policy) Compile() (*policy.Policy, error) {
 }
 
 // Trusted reports whether ip is in policy.trusted_networks.
-func (p *Policy) Trusted(ip netip.Addr) bool {
-	for _, n := range p.TrustedNetworks {
-		if n.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
+func (p *Policy) Trusted(ip netip.Addr) bool { return anyContains(p.TrustedNetworks, ip) }
 
 // ExemptRecipient reports whether rcpt (an address, maybe in <>) is in
 // policy.exempt_recipients: a local part at any domain, or the address.
@@ -336,13 +330,10 @@ func (p *Policy) ExemptRecipient(rcpt string) bool { return recipientListed(rcpt
 func (p *Policy) AllowedRecipient(rcpt string) bool { return recipientListed(rcpt, p.AllowRecipients) }
 
 // TrustedRelay reports whether ip is in policy.trusted_relays.
-func (p *Policy) TrustedRelay(ip netip.Addr) bool {
-	for _, n := range p.TrustedRelays {
-		if n.Contains(ip) {
-			return true
-		}
-	}
-	return false
+func (p *Policy) TrustedRelay(ip netip.Addr) bool { return anyContains(p.TrustedRelays, ip) }
+
+func anyContains(nets []netip.Prefix, ip netip.Addr) bool {
+	return slices.ContainsFunc(nets, func(n netip.Prefix) bool { return n.Contains(ip) })
 }
 
 // recipientListed matches a recipient against local parts (any domain)
