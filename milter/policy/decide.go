@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,9 +56,11 @@ func SortDomainTables(ts []DomainTable) []DomainTable {
 
 // tableFor is the table that decides for mail from senderDomain.
 func (p *Policy) tableFor(senderDomain string) (Table, string) {
-	for _, dt := range p.Domains {
-		if _, ok := (Domains{dt.Domain}).Match(senderDomain); ok {
-			return dt.Table, dt.Domain
+	if name := domainKey(senderDomain); name != "" {
+		for _, dt := range p.Domains {
+			if entryMatches(dt.Domain, name) {
+				return dt.Table, dt.Domain
+			}
 		}
 	}
 	return p.Table, ""
@@ -102,7 +105,6 @@ const (
 	AllowedHeloName     Allowance = "allowed_helo_name"
 	AllowedSPFDomain    Allowance = "allowed_spf_domain"
 )
-
 
 // Decision is what the policy says about one transaction.
 type Decision struct {
@@ -177,17 +179,17 @@ func (p *Policy) Decide(in Input) Decision {
 // says, if any.
 func (p *Policy) allowed(in Input) (Allowance, string) {
 	for _, n := range in.ClientNames {
-		if _, ok := p.AllowClientNames.Match(n); ok {
+		if p.AllowClientNames.Match(n) {
 			return AllowedClientName, "client name " + n + " is in policy.allow_client_names"
 		}
 	}
-	if _, ok := p.AllowHeloNames.Match(in.HeloName); ok {
+	if p.AllowHeloNames.Match(in.HeloName) {
 		return AllowedHeloName, "HELO " + in.HeloName + " is in policy.allow_helo_names and names the client"
 	}
 	if in.SPFPassDomain != "" {
 		return AllowedSPFDomain, "the client passes the SPF record of " + in.SPFPassDomain + " (policy.allow_spf_domains)"
 	}
-	if _, ok := p.AllowSenderDomains.Match(in.SenderDomain); ok && !spfFailed(in.Findings) {
+	if p.AllowSenderDomains.Match(in.SenderDomain) && !spfFailed(in.Findings) {
 		// A sender domain is trivially forged; only SPF can say the mail
 		// is not from it, so an SPF fail still counts.
 		return AllowedSenderDomain, "sender domain " + in.SenderDomain + " is in policy.allow_sender_domains (unless SPF fails)"
@@ -247,20 +249,19 @@ func render(tmpl string, v Vars, checks []Check) string {
 // lower-case without a trailing dot.
 type Domains []string
 
-// Match returns the entry that matches name, if any.
-func (ds Domains) Match(name string) (string, bool) {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	if name == "" {
-		return "", false
+// Match reports whether an entry matches name.
+func (ds Domains) Match(name string) bool {
+	name = domainKey(name)
+	return name != "" && slices.ContainsFunc(ds, func(e string) bool { return entryMatches(e, name) })
+}
+
+// domainKey is name as entries are written: lower-case, no trailing dot.
+func domainKey(name string) string { return strings.ToLower(strings.TrimSuffix(name, ".")) }
+
+// entryMatches matches one entry against a domainKey.
+func entryMatches(e, name string) bool {
+	if suffix, ok := strings.CutPrefix(e, "."); ok {
+		return name == suffix || strings.HasSuffix(name, e)
 	}
-	for _, e := range ds {
-		if suffix, ok := strings.CutPrefix(e, "."); ok {
-			if name == suffix || strings.HasSuffix(name, e) {
-				return e, true
-			}
-		} else if name == e {
-			return e, true
-		}
-	}
-	return "", false
+	return name == e
 }

@@ -161,3 +161,19 @@ func TestDefaultRule(t *testing.T) {
 		})
 	}
 }
+
+func TestDomainsMatch(t *testing.T) {
+	ds := Domains{"example.com", ".example.org"}
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{"example.com", true}, {"EXAMPLE.com.", true}, {"mail.example.com", false},
+		{"example.org", true}, {"mx.Example.ORG", true}, {"badexample.org", false},
+		{"", false}, {".", false},
+	} {
+		if got := ds.Match(tc.name); got != tc.want {
+			t.Errorf("Match(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
