@@ -55,16 +55,14 @@ type negotiation struct {
 }
 
 // wantedProtocol is what vouch asks the MTA for under cfg: no event it
-// does not read, and no reply it only ever answers "continue". overloaded
-// is a connection past milter.max_connections, refused (or accepted) at
-// CONNECT: it keeps CONNECT's reply, which is its only answer.
-func wantedProtocol(cfg *config.Config, overloaded bool) milter.OptProtocol {
+// does not read, and no reply it only ever answers "continue". (A
+// connection past milter.max_connections never gets here: the wire
+// answers it alone, at version 2, CONNECT's reply included.)
+func wantedProtocol(cfg *config.Config) milter.OptProtocol {
 	// Never the body, the DATA command or unknown commands; go-milter
 	// would answer DATA "continue" and drop the connection on UNKNOWN.
-	p := milter.OptNoBody | milter.OptNoData | milter.OptNoUnknown
-	if !overloaded {
-		p |= milter.OptNoConnReply // CONNECT only records
-	}
+	// CONNECT only records.
+	p := milter.OptNoBody | milter.OptNoData | milter.OptNoUnknown | milter.OptNoConnReply
 	switch cfg.Policy.DecideAt {
 	case policy.StageHelo: // refuses at HELO; the refusal answers MAIL too
 	case policy.StageMail:
@@ -103,8 +101,8 @@ var noReplyCommands = []struct {
 	{milter.OptNoBodyReply, milter.CodeBody},
 }
 
-func newNegotiation(cfg *config.Config, overloaded bool, actions milter.OptAction, log *slog.Logger) *negotiation {
-	return &negotiation{pending: true, want: wantedProtocol(cfg, overloaded), actions: actions, log: log}
+func newNegotiation(cfg *config.Config, actions milter.OptAction, log *slog.Logger) *negotiation {
+	return &negotiation{pending: true, want: wantedProtocol(cfg), actions: actions, log: log}
 }
 
 // packet sees each packet of the MTA whole (w.pkt), before go-milter

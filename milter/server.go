@@ -238,7 +238,7 @@ func (srv *Server) handshake(c *conn) {
 	const actions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine | milter.OptSetSymList
 	// Connections past the cap are answered by the wire alone, at
 	// version 2; the others negotiate version 6 (negotiate.go).
-	tc.neg = newNegotiation(c.gen.cfg, false, actions, c.log)
+	tc.neg = newNegotiation(c.gen.cfg, actions, c.log)
 	tc.neg.packet(tc) // the negotiation, read above
 	ms := &milter.Server{
 		NewMilter: func() milter.Milter { return session{c} },
