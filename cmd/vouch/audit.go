@@ -112,14 +112,10 @@ type auditReport struct {
 	ExitStatus int `json:"exit_status"`
 }
 
-// show quotes a client- or DNS-supplied string for vouch check's and
-// vouch audit's text: one quoting for both, the audit's.
-func show(s string) string { return audit.Quote(s) }
-
 func (r auditReport) WriteText(w io.Writer) {
-	head := fmt.Sprintf("audit of %s  helo %s  domain %s", r.IP, show(r.HELO), show(r.Domain))
+	head := fmt.Sprintf("audit of %s  helo %s  domain %s", r.IP, audit.Quote(r.HELO), audit.Quote(r.Domain))
 	if r.SMTP != "" {
-		head += "  smtp " + show(r.SMTP)
+		head += "  smtp " + audit.Quote(r.SMTP)
 	}
 	fmt.Fprintln(w, head)
 	for _, f := range r.Findings {
@@ -129,7 +125,7 @@ func (r auditReport) WriteText(w io.Writer) {
 		}
 	}
 	if len(r.Dialogue) > 0 {
-		fmt.Fprintf(w, "smtp dialogue with %s:\n", show(r.SMTP))
+		fmt.Fprintf(w, "smtp dialogue with %s:\n", audit.Quote(r.SMTP))
 		for _, st := range r.Dialogue {
 			if st.Command != "" {
 				fmt.Fprintf(w, "  -> %s\n", audit.QuoteLine(st.Command))

@@ -22,9 +22,6 @@ import (
 	"github.com/vouch-mail/vouch/milter/policy"
 )
 
-// show makes a client- or DNS-supplied string safe on a terminal.
-func show(s string) string { return audit.Quote(s) }
-
 // Report is everything vouch check says; its JSON field names are
 // documented in docs/tools.md and stable.
 type Report struct {
@@ -233,12 +230,12 @@ func (r Report) WriteText(w io.Writer) {
 	if from == "" {
 		from = "<>"
 	}
-	client := fmt.Sprintf("%s  helo %s  from %s", r.Client.IP, show(r.Client.HELO), show(from))
+	client := fmt.Sprintf("%s  helo %s  from %s", r.Client.IP, audit.Quote(r.Client.HELO), audit.Quote(from))
 	if r.Client.Rcpt != "" {
-		client += "  rcpt " + show(r.Client.Rcpt)
+		client += "  rcpt " + audit.Quote(r.Client.Rcpt)
 	}
 	if r.Client.Auth != "" {
-		client += "  auth " + show(r.Client.Auth)
+		client += "  auth " + audit.Quote(r.Client.Auth)
 	}
 	c.plain("client", client)
 	switch r.Exempt {
@@ -298,7 +295,7 @@ func (r Report) writeIprev(c writer) {
 		if fwd == "" {
 			fwd = "(no address)"
 		}
-		text := fmt.Sprintf("%s -> %s -> %s", r.Client.IP, show(p.Name), fwd)
+		text := fmt.Sprintf("%s -> %s -> %s", r.Client.IP, audit.Quote(p.Name), fwd)
 		if p.Confirmed {
 			text += " (confirmed)"
 		} else {
@@ -344,23 +341,23 @@ func (r Report) writeHelo(c writer) {
 	var text string
 	switch h.Result {
 	case string(helo.Match):
-		text = show(h.Name) + " is the confirmed rDNS name"
+		text = audit.Quote(h.Name) + " is the confirmed rDNS name"
 	case string(helo.Resolves):
 		if names := r.confirmedNames(); len(names) > 0 {
-			text = fmt.Sprintf("%s -> %s, but it is not the rDNS name %s", show(h.Name), addrs, strings.Join(names, ", "))
+			text = fmt.Sprintf("%s -> %s, but it is not the rDNS name %s", audit.Quote(h.Name), addrs, strings.Join(names, ", "))
 		} else {
-			text = fmt.Sprintf("%s -> %s, but the client has no confirmed rDNS name", show(h.Name), addrs)
+			text = fmt.Sprintf("%s -> %s, but the client has no confirmed rDNS name", audit.Quote(h.Name), addrs)
 		}
 	case string(helo.Literal):
-		text = show(r.Client.HELO) + " is the client address"
+		text = audit.Quote(r.Client.HELO) + " is the client address"
 	case string(helo.LiteralMismatch):
-		text = show(r.Client.HELO) + " is not the client address " + r.Client.IP
+		text = audit.Quote(r.Client.HELO) + " is not the client address " + r.Client.IP
 	case string(helo.Invalid):
-		text = show(r.Client.HELO) + " is not a host name or address literal"
+		text = audit.Quote(r.Client.HELO) + " is not a host name or address literal"
 	case string(helo.Mismatch):
-		text = fmt.Sprintf("%s -> %s; %s", show(h.Name), addrs, rdns)
+		text = fmt.Sprintf("%s -> %s; %s", audit.Quote(h.Name), addrs, rdns)
 	default:
-		text = show(r.Client.HELO)
+		text = audit.Quote(r.Client.HELO)
 	}
 	c.line("helo", h.Result, text)
 	if h.Error != "" {
@@ -371,20 +368,20 @@ func (r Report) writeHelo(c writer) {
 func writeSPF(c writer, label string, s *SPFReport) {
 	id := s.Identity
 	if s.Sender != "" {
-		id += " " + show(s.Sender)
+		id += " " + audit.Quote(s.Sender)
 	}
 	var text string
 	switch {
 	case s.Domain == "":
 		text = s.Problem
 	case s.Mechanism == "default":
-		text = show(s.Domain) + ": no term matched, neutral by default"
+		text = audit.Quote(s.Domain) + ": no term matched, neutral by default"
 	case s.Mechanism != "":
-		text = show(s.Domain) + ": " + show(s.Mechanism) + " matched"
+		text = audit.Quote(s.Domain) + ": " + audit.Quote(s.Mechanism) + " matched"
 	case s.Problem != "":
-		text = show(s.Domain) + ": " + s.Problem
+		text = audit.Quote(s.Domain) + ": " + s.Problem
 	default:
-		text = show(s.Domain)
+		text = audit.Quote(s.Domain)
 	}
 	c.line(label, s.Result, text+" ("+id+")")
 	for _, rec := range s.Records {
@@ -392,7 +389,7 @@ func writeSPF(c writer, label string, s *SPFReport) {
 		if rec.Via != "" {
 			head += rec.Via + " "
 		}
-		head += show(rec.Domain)
+		head += audit.Quote(rec.Domain)
 		if len(rec.Records) == 0 {
 			c.more(head + ": " + rec.Error)
 			continue
@@ -421,7 +418,7 @@ func (r Report) writeAction(c writer) {
 	case d.DryRun:
 		action += fmt.Sprintf(" (dry run: would %s because of %s)", d.Would, strings.Join(d.Triggered, ", "))
 	case r.ExemptRecipient:
-		action += ", but " + show(r.Client.Rcpt) + " is an exempt recipient: accepted"
+		action += ", but " + audit.Quote(r.Client.Rcpt) + " is an exempt recipient: accepted"
 	case d.Action == policy.Quarantine.String():
 		action += ": accepted into the MTA's hold queue"
 	}
