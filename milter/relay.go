@@ -68,8 +68,8 @@ func (c *conn) answerRelayed(o *Outcome) *reply {
 func (c *conn) relayUnparsed(err error) *Outcome {
 	o := &Outcome{Stage: policy.StageEOH, Client: Client{Relay: c.addr}}
 	if c.gen.cfg.Policy.RelayUnparsed == policy.TempFail {
-		o.Decision = policy.Decision{Action: policy.TempFail, Would: policy.TempFail,
-			Code: 451, Status: "4.7.0", Text: "Cannot tell the original client of this relayed message"}
+		r := policy.RelayUnknown
+		o.Decision = policy.Decision{Action: r.Action, Would: r.Action, Code: r.Code, Status: r.Status, Text: r.Text}
 	}
 	c.srv.metrics.Exemptions.WithLabelValues(string(RelayUnparsed)).Inc()
 	c.log.Warn("trusted relay's message names no original client", "queue_id", textsafe.Log(c.tx.queueID),

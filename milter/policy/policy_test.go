@@ -177,3 +177,12 @@ func TestDomainsMatch(t *testing.T) {
 		}
 	}
 }
+
+// The fixed replies outside the presets follow the same rules as a cell.
+func TestFixedRulesValidate(t *testing.T) {
+	for name, r := range map[string]Rule{"Multiple": Multiple, "RelayUnknown": RelayUnknown} {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -30,6 +30,10 @@ var (
 	heloSPFTemp    = Rule{TempFail, 451, "4.7.24", "SPF: temporary DNS failure checking HELO name {helo}"}
 )
 
+// RelayUnknown is the reply, with policy.relay_unparsed: tempfail, to a
+// trusted relay's message whose Received fields name no original client.
+var RelayUnknown = Rule{TempFail, 451, "4.7.0", "Cannot tell the original client of this relayed message"}
+
 // Multiple is the reply when two or more checks reject.
 var Multiple = Rule{Reject, 550, "5.7.26", "Multiple authentication checks failed: {checks}"}
 
